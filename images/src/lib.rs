@@ -1,1 +1,6 @@
-//! placeholder
+//! `rpaas-images`: image content in, rootfs out.
+
+mod error;
+pub mod snapshot;
+
+pub use error::{Error, Result};
