@@ -7,6 +7,9 @@
 //! name is the chain id) and is shared by all containers of an image; a container
 //! is an active snapshot on top of it.
 
+pub mod devmapper;
+pub mod overlay;
+
 use std::path::PathBuf;
 
 use crate::Result;
