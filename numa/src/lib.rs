@@ -9,14 +9,22 @@
 //! - [`locality`] reads `memory.numa_stat` to show where a container's memory really is.
 //!
 //! This crate does not depend on the other rpaas crates; the `rpaas` facade composes them.
+pub mod apply;
 pub mod cpulist;
 pub mod error;
+pub mod layout;
+pub mod locality;
 pub mod place;
 pub mod request;
+pub mod state;
 pub mod topology;
 
+pub use apply::{apply, Applied, ApplyOptions, SwapMax, Written};
 pub use cpulist::IdSet;
 pub use error::{Error, Result};
+pub use layout::CgroupRoots;
+pub use locality::{locality, Locality};
 pub use place::{Decision, NodeLoad, Placement, Placer, Resized, SpecCpuset};
 pub use request::{parse_cpus, parse_size, Policy, Request};
+pub use state::{observe, rebuild, Observed, StateFile, StateLock};
 pub use topology::{Node, Topology};

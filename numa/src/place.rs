@@ -361,9 +361,11 @@ impl Placer {
 
     /// Policy preferred when no node has room.
     fn fallback(&self, id: &str, req: &Request) -> Result<(Placement, Option<String>)> {
-        let fits_a_node = self.topo.nodes.iter().any(|n| {
-            n.cpus.len() as u64 * 1000 >= req.millicores && n.mem_total >= req.memory
-        });
+        let fits_a_node = self
+            .topo
+            .nodes
+            .iter()
+            .any(|n| n.cpus.len() as u64 * 1000 >= req.millicores && n.mem_total >= req.memory);
         if !fits_a_node {
             let p = self.spanning(id, req);
             let note = format!(
@@ -371,22 +373,6 @@ impl Placer {
                 p.cpus, p.mems
             );
             return Ok((p, Some(note)));
-        }
-        // An exclusive request first tries its cores anywhere before giving them up.
-        if req.exclusive {
-            let shared = Request {
-                exclusive: false,
-                ..req.clone()
-            };
-            if let Some(i) = self.best_node(&shared) {
-                let p = self.on_node(id, req, i, false)?;
-                let note = format!(
-                    "no node has {} free whole cpus; placed in node {}'s shared pool",
-                    fmt_millicores(req.millicores),
-                    p.node.unwrap_or(0)
-                );
-                return Ok((p, Some(note)));
-            }
         }
         let i = (0..self.topo.nodes.len())
             .filter(|&i| !self.shared_pool(self.topo.nodes[i].id).is_empty())
@@ -400,9 +386,12 @@ impl Placer {
                 detail: "every cpu is exclusively taken".into(),
             })?;
         let p = self.on_node(id, req, i, false)?;
-        let note = format!(
-            "no node has room for {req}; placed on node {} (least loaded), over-committed: {}",
+        // Exclusive cpus cannot be over-committed: such a request lands in the shared pool.
+        let note =
+            format!(
+            "no node has room for {req}; placed on node {} (least loaded), over-committed{}: {}",
             self.topo.nodes[i].id,
+            if req.exclusive { ", in the shared pool" } else { "" },
             self.free_summary()
         );
         Ok((p, Some(note)))

@@ -158,7 +158,12 @@ pub fn fmt_millicores(m: u64) -> String {
 }
 
 pub fn fmt_bytes(b: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
     for (size, unit) in UNITS {
         if b >= size && b % size == 0 {
             return format!("{} {unit}", b / size);
@@ -181,7 +186,10 @@ mod tests {
         assert_eq!(parse_cpus("0.25").unwrap(), 250);
         assert_eq!(parse_cpus("250m").unwrap(), 250);
         for bad in ["", "0", "x", "1.2345", "-1", "1.x"] {
-            assert!(parse_cpus(bad).unwrap_err().to_string().contains("cpus"), "{bad}");
+            assert!(
+                parse_cpus(bad).unwrap_err().to_string().contains("cpus"),
+                "{bad}"
+            );
         }
     }
 
@@ -191,7 +199,10 @@ mod tests {
         assert_eq!(parse_size("2Gi").unwrap(), 2 << 30);
         assert_eq!(parse_size("1GB").unwrap(), 1 << 30);
         assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("lots").unwrap_err().to_string().contains("memory"));
+        assert!(parse_size("lots")
+            .unwrap_err()
+            .to_string()
+            .contains("memory"));
         assert_eq!(fmt_bytes(32 << 30), "32 GiB");
         assert_eq!(fmt_millicores(1500), "1.5");
     }
@@ -199,6 +210,10 @@ mod tests {
     #[test]
     fn policy_names() {
         assert_eq!("preferred".parse::<Policy>().unwrap(), Policy::Preferred);
-        assert!("best".parse::<Policy>().unwrap_err().to_string().contains("policy"));
+        assert!("best"
+            .parse::<Policy>()
+            .unwrap_err()
+            .to_string()
+            .contains("policy"));
     }
 }

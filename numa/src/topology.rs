@@ -97,7 +97,10 @@ impl Topology {
 
     /// The node whose cpus contain `cpu`.
     pub fn node_of_cpu(&self, cpu: u32) -> Option<u32> {
-        self.nodes.iter().find(|n| n.cpus.contains(cpu)).map(|n| n.id)
+        self.nodes
+            .iter()
+            .find(|n| n.cpus.contains(cpu))
+            .map(|n| n.id)
     }
 }
 
@@ -235,9 +238,7 @@ fn implicit_node(sysfs: &Path, online: &IdSet) -> Result<Node> {
 
 /// Groups the nodes' cpus into cores from `cpuN/topology/thread_siblings_list`.
 fn read_cores(cpu_dir: &Path, nodes: &[Node]) -> Result<Vec<IdSet>> {
-    let all = nodes
-        .iter()
-        .fold(IdSet::new(), |acc, n| acc.union(&n.cpus));
+    let all = nodes.iter().fold(IdSet::new(), |acc, n| acc.union(&n.cpus));
     let mut seen = IdSet::new();
     let mut cores = Vec::new();
     for cpu in all.iter() {
