@@ -308,7 +308,7 @@ impl Placer {
                 continue;
             }
             let score = self.score(i);
-            if best.map_or(true, |(_, s)| score > s) {
+            if best.is_none_or(|(_, s)| score > s) {
                 best = Some((i, score));
             }
         }

@@ -68,7 +68,7 @@ impl Request {
 
     /// Whole cpus asked for when exclusive (the request must then be a whole number).
     pub fn whole_cpus(&self) -> Result<usize> {
-        if self.millicores == 0 || self.millicores % 1000 != 0 {
+        if self.millicores == 0 || !self.millicores.is_multiple_of(1000) {
             return Err(Error::BadRequest {
                 field: "cpus",
                 what: format!(
@@ -148,7 +148,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
 }
 
 pub fn fmt_millicores(m: u64) -> String {
-    if m % 1000 == 0 {
+    if m.is_multiple_of(1000) {
         format!("{}", m / 1000)
     } else {
         format!("{}.{:03}", m / 1000, m % 1000)
@@ -165,7 +165,7 @@ pub fn fmt_bytes(b: u64) -> String {
         (1 << 10, "KiB"),
     ];
     for (size, unit) in UNITS {
-        if b >= size && b % size == 0 {
+        if b >= size && b.is_multiple_of(size) {
             return format!("{} {unit}", b / size);
         }
     }
