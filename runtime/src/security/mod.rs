@@ -1,1 +1,36 @@
-//! security settings (in progress)
+//! Process security settings applied by the container's init (and by `exec`)
+//! just before execve, plus the checks that validate them early in `create`.
+//!
+//! Split so that everything that can fail on bad input is done in the parent
+//! before clone (`parse_*`, `compile_seccomp`, `validate_sysctl`), and the
+//! child only performs a few cheap system calls (`apply_*`, `load_seccomp`).
+//!
+//! Suggested order in the init process (as runc does it):
+//! 1. `set_dumpable(false)` before joining namespaces,
+//! 2. `apply_rlimits`, `set_oom_score_adj`, `apply_sysctl` (before /proc/sys goes read-only),
+//! 3. `keep_caps_across_setuid`, setgroups/setgid/setuid, `clear_keep_caps`,
+//! 4. `apply_capabilities`,
+//! 5. `set_no_new_privileges` (if asked), then `load_seccomp` last; without
+//!    noNewPrivileges the filter must instead be loaded before step 4
+//!    (loading needs CAP_SYS_ADMIN then),
+//! 6. `cloexec_fds_from(3, preserved)` / `close_fds_from`, execve.
+
+pub mod caps;
+pub mod exe;
+pub mod fds;
+pub mod raw;
+pub mod rlimits;
+pub mod seccomp;
+pub mod sysctl;
+
+pub use self::caps::{
+    apply_capabilities, clear_keep_caps, keep_caps_across_setuid, parse_capabilities, CapSets,
+};
+pub use exe::{ensure_sealed_exe, is_sealed_exe, sealed_copy_of_self};
+pub use fds::{
+    cloexec_fds_from, close_fds_from, set_dumpable, set_no_new_privileges, set_oom_score_adj,
+};
+pub use raw::check_raw_process;
+pub use rlimits::{apply_rlimits, parse_rlimits, Rlimit};
+pub use seccomp::{compile_seccomp, load_seccomp, load_seccomp_notify, SeccompFilter};
+pub use sysctl::{apply_sysctl, validate_sysctl, NsFlags};
