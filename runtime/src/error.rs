@@ -69,6 +69,18 @@ pub enum Error {
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
+
+    /// A cgroup file or directory operation failed. `field` is the spec field being applied
+    /// (`linux.resources.memory.limit`) or the cgroup operation (`cgroup create`), `op` what was
+    /// done (`write "100" to`), `file` the host path; the kernel's errno is in `source`.
+    #[error("{field}: {op} {file}")]
+    CgroupFile {
+        field: String,
+        op: String,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
