@@ -1,0 +1,624 @@
+//! Root tests of `rpaas_runtime::security`: each applies a setting in a
+//! forked child (as the container init will), and the child reports what the
+//! kernel then says (/proc/self/status, getrlimit, errno, fds) through a pipe.
+//! Forking is what makes the settings process-wide and keeps them away from
+//! the test harness; the child only runs the code under test plus small
+//! reads, then `_exit`s (glibc's fork makes malloc safe in the child).
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::process::Command;
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use rpaas_runtime::security::*;
+
+/// What the child wrote and how it ended.
+struct Child {
+    out: String,
+    status: WaitStatus,
+}
+
+/// Fork; the child runs `f` with the pipe's write fd and writes its result
+/// there. The pipe fd is passed so tests that close fds can keep it.
+fn in_child(f: impl FnOnce(RawFd) -> String) -> Child {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            drop(r);
+            let wfd = w.into_raw_fd();
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(wfd)))
+                .unwrap_or_else(|_| "PANIC in child".to_string());
+            let bytes = out.as_bytes();
+            let mut done = 0;
+            while done < bytes.len() {
+                let n =
+                    unsafe { libc::write(wfd, bytes[done..].as_ptr().cast(), bytes.len() - done) };
+                if n <= 0 {
+                    break;
+                }
+                done += n as usize;
+            }
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            let mut out = String::new();
+            std::fs::File::from(r).read_to_string(&mut out).unwrap();
+            let status = waitpid(child, None).unwrap();
+            Child { out, status }
+        }
+    }
+}
+
+/// The `Cap*:` lines of /proc/self/status as (name, mask).
+fn cap_lines(status: &str) -> Vec<(String, u64)> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.to_string(), u64::from_str_radix(v.trim(), 16).unwrap())
+        })
+        .collect()
+}
+
+fn cap(status: &str, name: &str) -> u64 {
+    cap_lines(status)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("{name} missing in {status}"))
+        .1
+}
+
+fn self_status() -> String {
+    std::fs::read_to_string("/proc/self/status").unwrap()
+}
+
+fn caps_spec(json: &str) -> CapSets {
+    parse_capabilities(&serde_json::from_str(json).unwrap()).unwrap()
+}
+
+const KILL: u64 = 1 << 5;
+const NET_BIND_SERVICE: u64 = 1 << 10;
+const SYS_RESOURCE: u64 = 1 << 24;
+
+#[test]
+fn capabilities_only_cap_kill() {
+    let sets =
+        caps_spec(r#"{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"]}"#);
+    let c = in_child(|_| match apply_capabilities(&sets) {
+        Ok(()) => self_status(),
+        Err(e) => format!("ERR {}", e.chain()),
+    });
+    assert_eq!(c.status, WaitStatus::Exited(c.status.pid().unwrap(), 0));
+    for (set, want) in [
+        ("CapEff", KILL),
+        ("CapPrm", KILL),
+        ("CapBnd", KILL),
+        ("CapInh", 0),
+        ("CapAmb", 0),
+    ] {
+        assert_eq!(cap(&c.out, set), want, "{set} in {}", c.out);
+    }
+}
+
+#[test]
+fn capabilities_after_setuid_reach_the_exec_through_ambient_only() {
+    let sets = caps_spec(
+        r#"{"bounding":["CAP_KILL","CAP_NET_BIND_SERVICE"],
+            "effective":["CAP_KILL","CAP_NET_BIND_SERVICE"],
+            "permitted":["CAP_KILL","CAP_NET_BIND_SERVICE"],
+            "inheritable":["CAP_NET_BIND_SERVICE"],
+            "ambient":["CAP_NET_BIND_SERVICE"]}"#,
+    );
+    let c = in_child(|w| {
+        let run = || -> Result<(), String> {
+            keep_caps_across_setuid().map_err(|e| e.chain())?;
+            let id = nix::unistd::Gid::from_raw(65534);
+            nix::unistd::setresgid(id, id, id).map_err(|e| e.to_string())?;
+            let id = nix::unistd::Uid::from_raw(65534);
+            nix::unistd::setresuid(id, id, id).map_err(|e| e.to_string())?;
+            clear_keep_caps().map_err(|e| e.chain())?;
+            apply_capabilities(&sets).map_err(|e| e.chain())?;
+            // Let the exec'd program print its own status into the pipe.
+            if unsafe { libc::dup2(w, 1) } < 0 {
+                return Err("dup2".into());
+            }
+            let err = nix::unistd::execv(c"/bin/cat", &[c"cat", c"/proc/self/status"]);
+            Err(format!("execv: {err:?}"))
+        };
+        match run() {
+            Ok(()) => String::new(),
+            Err(e) => format!("ERR {e}"),
+        }
+    });
+    assert!(!c.out.contains("ERR"), "{}", c.out);
+    assert!(c.out.contains("Uid:\t65534"), "{}", c.out);
+    // A non-root execve keeps only the ambient set (+ bounding as it was).
+    assert_eq!(cap(&c.out, "CapEff"), NET_BIND_SERVICE, "{}", c.out);
+    assert_eq!(cap(&c.out, "CapPrm"), NET_BIND_SERVICE, "{}", c.out);
+    assert_eq!(cap(&c.out, "CapAmb"), NET_BIND_SERVICE, "{}", c.out);
+    assert_eq!(cap(&c.out, "CapInh"), NET_BIND_SERVICE, "{}", c.out);
+    assert_eq!(cap(&c.out, "CapBnd"), KILL | NET_BIND_SERVICE, "{}", c.out);
+}
+
+#[test]
+fn no_inheritable_capabilities_unless_asked() {
+    // CVE-2022-29162: an empty inheritable set must stay empty after exec.
+    let sets = caps_spec(
+        r#"{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"],
+            "inheritable":[]}"#,
+    );
+    let c = in_child(|_| {
+        // Start from a polluted inheritable set, as a careless parent might leave it.
+        let _ = ::caps::raise(
+            None,
+            ::caps::CapSet::Inheritable,
+            ::caps::Capability::CAP_KILL,
+        );
+        match apply_capabilities(&sets) {
+            Ok(()) => self_status(),
+            Err(e) => format!("ERR {}", e.chain()),
+        }
+    });
+    assert_eq!(cap(&c.out, "CapInh"), 0, "{}", c.out);
+    assert_eq!(cap(&c.out, "CapAmb"), 0, "{}", c.out);
+}
+
+#[test]
+fn capabilities_the_host_cannot_give_are_skipped() {
+    // This host's bounding set lacks CAP_SYS_RESOURCE: asking for it must not
+    // fail the container, only leave it out (elsewhere it is granted).
+    let host_bnd = cap(&self_status(), "CapBnd");
+    let sets = caps_spec(
+        r#"{"bounding":["CAP_KILL","CAP_SYS_RESOURCE"],
+            "effective":["CAP_KILL","CAP_SYS_RESOURCE"],
+            "permitted":["CAP_KILL","CAP_SYS_RESOURCE"]}"#,
+    );
+    let c = in_child(|_| match apply_capabilities(&sets) {
+        Ok(()) => self_status(),
+        Err(e) => format!("ERR {}", e.chain()),
+    });
+    assert!(!c.out.starts_with("ERR"), "{}", c.out);
+    let want = (KILL | SYS_RESOURCE) & host_bnd;
+    assert_eq!(cap(&c.out, "CapEff"), want, "{}", c.out);
+    assert_eq!(cap(&c.out, "CapBnd"), want, "{}", c.out);
+}
+
+fn rlimits_spec(json: &str) -> Vec<Rlimit> {
+    parse_rlimits(&serde_json::from_str::<Vec<_>>(json).unwrap()).unwrap()
+}
+
+#[test]
+fn rlimits_are_applied() {
+    let r = rlimits_spec(
+        r#"[{"type":"RLIMIT_NOFILE","soft":100,"hard":200},
+            {"type":"RLIMIT_CORE","soft":0,"hard":0},
+            {"type":"RLIMIT_NPROC","soft":5000,"hard":6000}]"#,
+    );
+    let c = in_child(|_| {
+        use nix::sys::resource::{getrlimit, Resource};
+        match apply_rlimits(&r) {
+            Ok(()) => format!(
+                "{:?} {:?} {:?}",
+                getrlimit(Resource::RLIMIT_NOFILE).unwrap(),
+                getrlimit(Resource::RLIMIT_CORE).unwrap(),
+                getrlimit(Resource::RLIMIT_NPROC).unwrap()
+            ),
+            Err(e) => format!("ERR {}", e.chain()),
+        }
+    });
+    assert_eq!(c.out, "(100, 200) (0, 0) (5000, 6000)");
+}
+
+#[test]
+fn raising_a_hard_rlimit_without_cap_sys_resource_names_the_limit() {
+    let low = rlimits_spec(r#"[{"type":"RLIMIT_NOFILE","soft":100,"hard":200}]"#);
+    let high = rlimits_spec(
+        r#"[{"type":"RLIMIT_CORE","soft":0,"hard":0},
+            {"type":"RLIMIT_NOFILE","soft":100,"hard":1000}]"#,
+    );
+    let c = in_child(|_| {
+        // Make the test independent of whether the host grants CAP_SYS_RESOURCE.
+        let _ = ::caps::drop(
+            None,
+            ::caps::CapSet::Effective,
+            ::caps::Capability::CAP_SYS_RESOURCE,
+        );
+        if let Err(e) = apply_rlimits(&low) {
+            return format!("ERR low {}", e.chain());
+        }
+        match apply_rlimits(&high) {
+            Ok(()) => "unexpectedly raised".to_string(),
+            Err(e) => e.chain(),
+        }
+    });
+    assert!(
+        c.out.contains("process.rlimits[1] RLIMIT_NOFILE"),
+        "{}",
+        c.out
+    );
+    assert!(c.out.contains("CAP_SYS_RESOURCE"), "{}", c.out);
+    assert!(c.out.contains("EPERM"), "{}", c.out);
+}
+
+fn seccomp_spec(json: &str) -> SeccompFilter {
+    compile_seccomp(&serde_json::from_str(json).unwrap()).unwrap()
+}
+
+#[test]
+fn seccomp_errno_rule_makes_mkdir_fail_with_that_errno() {
+    let dir = tempfile::Builder::new()
+        .prefix("rpaas-seccomp")
+        .tempdir()
+        .unwrap();
+    let target = dir.path().join("rpaas-denied");
+    // EXDEV is nothing mkdir would return on its own here.
+    let f = seccomp_spec(
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"],
+            "syscalls":[{"names":["mkdir","mkdirat","rpaas_unknown_syscall"],
+                         "action":"SCMP_ACT_ERRNO","errnoRet":18}]}"#,
+    );
+    let c = in_child(|_| {
+        if let Err(e) = set_no_new_privileges().and_then(|()| load_seccomp(&f)) {
+            return format!("ERR {}", e.chain());
+        }
+        let mkdir = std::fs::create_dir(&target).map_err(|e| e.raw_os_error());
+        let status = self_status();
+        let line = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .unwrap_or("")
+                .to_string()
+        };
+        format!(
+            "{mkdir:?} pid_ok={} {} {}",
+            nix::unistd::getpid().as_raw() > 0,
+            line("NoNewPrivs:"),
+            line("Seccomp:")
+        )
+    });
+    assert_eq!(
+        c.out,
+        "Err(Some(18)) pid_ok=true NoNewPrivs:\t1 Seccomp:\t2"
+    );
+    assert!(!target.exists());
+    // The parent is untouched by the child's filter.
+    std::fs::create_dir(&target).unwrap();
+}
+
+#[test]
+fn seccomp_kill_action_kills_with_sigsys() {
+    let f = seccomp_spec(
+        r#"{"defaultAction":"SCMP_ACT_ALLOW",
+            "syscalls":[{"names":["getppid"],"action":"SCMP_ACT_KILL_PROCESS"}]}"#,
+    );
+    let c = in_child(|_| {
+        if let Err(e) = set_no_new_privileges().and_then(|()| load_seccomp(&f)) {
+            return format!("ERR {}", e.chain());
+        }
+        format!("survived getppid={}", nix::unistd::getppid())
+    });
+    assert!(c.out.is_empty(), "{}", c.out);
+    assert!(
+        matches!(
+            c.status,
+            WaitStatus::Signaled(_, nix::sys::signal::SIGSYS, _)
+        ),
+        "{:?}",
+        c.status
+    );
+}
+
+#[test]
+fn seccomp_arg_conditions_are_honoured() {
+    // Deny personality() only for one argument value; others pass.
+    let f = seccomp_spec(
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["personality"],
+            "action":"SCMP_ACT_ERRNO","errnoRet":22,
+            "args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]}]}"#,
+    );
+    let c = in_child(|_| {
+        if let Err(e) = set_no_new_privileges().and_then(|()| load_seccomp(&f)) {
+            return format!("ERR {}", e.chain());
+        }
+        let query = unsafe { libc::personality(0xffff_ffff) };
+        nix::errno::Errno::clear();
+        let denied = unsafe { libc::personality(8) };
+        let errno = nix::errno::Errno::last_raw();
+        format!("query_ok={} denied={denied} errno={errno}", query >= 0)
+    });
+    assert_eq!(c.out, "query_ok=true denied=-1 errno=22");
+}
+
+#[test]
+fn seccomp_without_nnp_or_cap_sys_admin_explains_itself() {
+    let f = seccomp_spec(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#);
+    let c = in_child(|_| {
+        let _ = ::caps::drop(
+            None,
+            ::caps::CapSet::Effective,
+            ::caps::Capability::CAP_SYS_ADMIN,
+        );
+        match load_seccomp(&f) {
+            Ok(()) => "loaded".to_string(),
+            Err(e) => e.chain(),
+        }
+    });
+    assert!(c.out.contains("CAP_SYS_ADMIN"), "{}", c.out);
+    assert!(c.out.contains("EACCES"), "{}", c.out);
+}
+
+/// Open fds of the calling process, probed with F_GETFD (no fd of its own).
+fn open_fds() -> BTreeSet<RawFd> {
+    (0..4096)
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        .collect()
+}
+
+fn open_dev_null(n: usize) -> Vec<OwnedFd> {
+    (0..n)
+        .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+        .collect()
+}
+
+#[test]
+fn close_fds_leaves_only_stdio_and_kept_fds() {
+    let c = in_child(|w| {
+        let fds = open_dev_null(6);
+        let keep = fds[3].as_raw_fd();
+        // Also a high fd, far above the others.
+        unsafe { libc::dup2(fds[0].as_raw_fd(), 1000) };
+        let before = open_fds();
+        std::mem::forget(fds);
+        match close_fds_from(3, &[keep, w]) {
+            Ok(()) => format!("{before:?}|{:?}|{keep}|{w}", open_fds()),
+            Err(e) => format!("ERR {}", e.chain()),
+        }
+    });
+    let parts: Vec<&str> = c.out.split('|').collect();
+    assert_eq!(parts.len(), 4, "{}", c.out);
+    let keep: RawFd = parts[2].parse().unwrap();
+    let w: RawFd = parts[3].parse().unwrap();
+    assert!(parts[0].contains("1000"), "{}", c.out);
+    let after: BTreeSet<RawFd> = parts[1]
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(", ")
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let stdio: BTreeSet<RawFd> = after.iter().copied().filter(|&f| f < 3).collect();
+    let mut want = stdio;
+    want.extend([keep, w]);
+    assert_eq!(after, want, "{}", c.out);
+}
+
+#[test]
+fn cloexec_fds_leak_nothing_into_an_exec() {
+    let c = in_child(|w| {
+        let fds = open_dev_null(4);
+        let keep = fds[2].as_raw_fd();
+        std::mem::forget(fds);
+        if let Err(e) = cloexec_fds_from(3, &[keep, w]) {
+            return format!("ERR {}", e.chain());
+        }
+        // Still usable before exec (the init's sync fd keeps working).
+        let still_open = open_fds().contains(&(keep + 1));
+        let msg = format!("{keep} {w} {still_open}\n");
+        unsafe { libc::write(w, msg.as_ptr().cast(), msg.len()) };
+        unsafe { libc::dup2(w, 1) };
+        let err = nix::unistd::execv(c"/bin/busybox", &[c"ls", c"/proc/self/fd"]);
+        format!("ERR execv {err:?}")
+    });
+    let mut lines = c.out.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    assert_eq!(head[2], "true", "{}", c.out);
+    let keep: RawFd = head[0].parse().unwrap();
+    let w: RawFd = head[1].parse().unwrap();
+    let listed: BTreeSet<RawFd> = lines
+        .flat_map(|l| l.split_whitespace())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    // What ls saw: stdio, the two kept fds, and at most its own directory fd.
+    let extra: Vec<RawFd> = listed
+        .iter()
+        .copied()
+        .filter(|f| *f > 2 && *f != keep && *f != w)
+        .collect();
+    assert!(listed.contains(&keep) && listed.contains(&w), "{}", c.out);
+    assert!(extra.len() <= 1, "leaked fds {extra:?} in {}", c.out);
+}
+
+#[test]
+fn dumpable_nnp_and_oom_score_adj() {
+    let c = in_child(|_| {
+        let r = (|| -> rpaas_runtime::Result<String> {
+            set_dumpable(false)?;
+            let off = nix::sys::prctl::get_dumpable().unwrap();
+            set_dumpable(true)?;
+            let on = nix::sys::prctl::get_dumpable().unwrap();
+            set_no_new_privileges()?;
+            set_oom_score_adj(None, 500)?;
+            let oom = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+            Ok(format!(
+                "{off} {on} {} {}",
+                nix::sys::prctl::get_no_new_privs().unwrap(),
+                oom.trim()
+            ))
+        })();
+        r.unwrap_or_else(|e| format!("ERR {}", e.chain()))
+    });
+    assert_eq!(c.out, "false true true 500");
+}
+
+#[test]
+fn oom_score_adj_of_another_process() {
+    // A child that just waits for its pipe to close.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let pid = match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            drop(w);
+            let mut b = [0u8; 1];
+            unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(r);
+    let res = set_oom_score_adj(Some(pid.as_raw()), 321);
+    let got = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"));
+    drop(w);
+    waitpid(pid, None).unwrap();
+    res.unwrap();
+    assert_eq!(got.unwrap().trim(), "321");
+}
+
+#[test]
+fn sysctl_applies_inside_new_ipc_and_net_namespaces_only() {
+    let host_shmmni = std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap();
+    let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let want_shmmni = if host_shmmni.trim() == "1234" {
+        "1235"
+    } else {
+        "1234"
+    };
+    let want_fwd = if host_fwd.trim() == "1" { "0" } else { "1" };
+    let c = in_child(|_| {
+        use nix::sched::{unshare, CloneFlags};
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNET) {
+            return format!("ERR unshare {e}");
+        }
+        let ns = NsFlags {
+            ipc: true,
+            net: true,
+            ..NsFlags::default()
+        };
+        let r = (|| -> rpaas_runtime::Result<String> {
+            validate_sysctl("kernel.shmmni", want_shmmni, &ns)?;
+            apply_sysctl("kernel.shmmni", want_shmmni)?;
+            validate_sysctl("net.ipv4.ip_forward", want_fwd, &ns)?;
+            apply_sysctl("net.ipv4.ip_forward", want_fwd)?;
+            let missing = apply_sysctl("net.ipv4.rpaas_no_such_key", "1")
+                .map(|_| "written".to_string())
+                .unwrap_or_else(|e| e.chain());
+            Ok(format!(
+                "{} {} {missing}",
+                std::fs::read_to_string("/proc/sys/kernel/shmmni")
+                    .unwrap()
+                    .trim(),
+                std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                    .unwrap()
+                    .trim(),
+            ))
+        })();
+        r.unwrap_or_else(|e| format!("ERR {}", e.chain()))
+    });
+    assert!(
+        c.out.starts_with(&format!("{want_shmmni} {want_fwd} ")),
+        "{}",
+        c.out
+    );
+    assert!(
+        c.out.contains("linux.sysctl.net.ipv4.rpaas_no_such_key"),
+        "{}",
+        c.out
+    );
+    assert!(c.out.contains("ENOENT"), "{}", c.out);
+    // The host's values did not move.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap(),
+        host_shmmni
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_fwd
+    );
+}
+
+const SEALED_CHILD: &str = "RPAAS_TEST_SEALED_EXE_CHILD";
+
+/// Not a test on its own: the body of `runtime_runs_from_a_sealed_memfd`,
+/// run in a fresh process so that its re-exec replaces nothing else.
+#[test]
+#[ignore]
+fn sealed_exe_child() {
+    if std::env::var_os(SEALED_CHILD).is_none() {
+        return;
+    }
+    ensure_sealed_exe().unwrap(); // re-execs once, then returns in the new image
+    let exe_link = std::fs::read_link("/proc/self/exe").unwrap();
+    let sealed = is_sealed_exe().unwrap();
+    let marker_gone = std::env::var_os(rpaas_runtime::security::exe::SEALED_ENV).is_none();
+    // The CVE-2019-5736 writes: through /proc/self/exe ...
+    let open_w = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/exe")
+        .map_err(|e| e.raw_os_error());
+    // ... and, on a copy no process is executing (as after the runtime exits),
+    // a write and a truncate through /proc/self/fd/N.
+    let copy = sealed_copy_of_self().unwrap();
+    let path = format!("/proc/self/fd/{}", copy.as_raw_fd());
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let write = std::io::Write::write(&mut f, b"rpaas").map_err(|e| e.raw_os_error());
+    let truncate = f.set_len(0).map_err(|e| e.raw_os_error());
+    println!(
+        "SEALED link={} sealed={sealed} marker_gone={marker_gone} open_w={open_w:?} write={write:?} truncate={truncate:?}",
+        exe_link.display()
+    );
+    // Cost of the copy + seal step (the re-exec costs one process start on top).
+    let mut us: Vec<u128> = (0..21)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            drop(sealed_copy_of_self().unwrap());
+            t.elapsed().as_micros()
+        })
+        .collect();
+    us.sort_unstable();
+    let t = std::time::Instant::now();
+    let n = 1000;
+    for _ in 0..n {
+        assert!(is_sealed_exe().unwrap());
+    }
+    let check_ns = t.elapsed().as_nanos() / n;
+    let size = std::fs::metadata("/proc/self/exe").unwrap().len();
+    println!(
+        "COST copy+seal of {size} bytes: median {} us; already-sealed check: {check_ns} ns",
+        us[us.len() / 2]
+    );
+}
+
+#[test]
+fn runtime_runs_from_a_sealed_memfd() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "sealed_exe_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SEALED_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // libtest prints "test sealed_exe_child ... " before the test's own output.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("SEALED ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no report in {stdout}\n{stderr}"));
+    assert!(line.contains("link=/memfd:rpaas-run"), "{line}");
+    assert!(line.contains("sealed=true"), "{line}");
+    assert!(line.contains("marker_gone=true"), "{line}");
+    // ETXTBSY while it runs.
+    assert!(line.contains("open_w=Err(Some(26))"), "{line}");
+    // EPERM from the seals once nobody executes it.
+    assert!(line.contains("write=Err(Some(1))"), "{line}");
+    assert!(line.contains("truncate=Err(Some(1))"), "{line}");
+    if let Some(cost) = stdout.lines().find(|l| l.starts_with("COST ")) {
+        eprintln!("{cost}");
+    }
+}
