@@ -203,7 +203,9 @@ impl Applier<'_> {
                 return self.whiteout(parent.as_ref(), OsStr::new(target), &path);
             }
         }
-        let pfd = self.parent(parent.as_ref())?;
+        let pfd = self
+            .parent(parent.as_ref())
+            .map_err(|e| self.lerr(shown.clone(), format!("parent directory: {e}")))?;
         if self.mode == WhiteoutMode::Direct {
             self.written.insert(path.as_path().to_path_buf());
         }
