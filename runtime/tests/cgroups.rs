@@ -17,7 +17,7 @@ const MB: i64 = 1024 * 1024;
 macro_rules! skip_unless {
     ($cond:expr, $why:expr) => {
         if !$cond {
-            eprintln!("SKIP {}: {}", module_path!(), $why);
+            eprintln!("SKIP: {}", $why);
             return;
         }
     };
@@ -126,8 +126,14 @@ impl Proc {
     }
 
     fn go(&mut self) {
-        let mut s = self.stdin.take().expect("stdin");
-        s.write_all(b"go\n").expect("write go");
+        self.send("go");
+    }
+
+    fn send(&mut self, line: &str) {
+        let s = self.stdin.as_mut().expect("stdin");
+        s.write_all(format!("{line}\n").as_bytes())
+            .expect("write to child");
+        s.flush().expect("flush");
     }
 
     fn read_line(&mut self) -> String {
@@ -411,36 +417,49 @@ fn blkio_weight_and_throttle() {
     };
     let t = TestCg::new("blkio");
     t.cg.apply(&res(&format!(
-        r#"{{"blockIO":{{"weight":300,"throttleReadBpsDevice":[{{"major":{maj},"minor":{min},"rate":1048576}}],"throttleWriteIOPSDevice":[{{"major":{maj},"minor":{min},"rate":100}}]}}}}"#
+        r#"{{"blockIO":{{"throttleReadBpsDevice":[{{"major":{maj},"minor":{min},"rate":1048576}}],"throttleWriteIOPSDevice":[{{"major":{maj},"minor":{min},"rate":100}}]}}}}"#
     )))
     .unwrap();
     if is_v2() {
         let max = t.read("io", "io.max");
         assert!(max.contains(&format!("{maj}:{min} rbps=1048576")), "{max}");
         assert!(max.contains("wiops=100"), "{max}");
-        let w = if t.dir("io").join("io.bfq.weight").exists() {
-            t.read("io", "io.bfq.weight")
-        } else {
-            t.read("io", "io.weight")
-        };
-        let want = if t.dir("io").join("io.bfq.weight").exists() {
-            "300".to_string()
-        } else {
-            rpaas_runtime::cgroups::blkio_to_io_weight(300).to_string()
-        };
-        assert!(w.contains(&format!("default {want}")), "{w}");
     } else {
         let r = t.read("blkio", "blkio.throttle.read_bps_device");
         assert_eq!(r, format!("{maj}:{min} 1048576"));
         let w = t.read("blkio", "blkio.throttle.write_iops_device");
         assert_eq!(w, format!("{maj}:{min} 100"));
-        let weight = if t.dir("blkio").join("blkio.bfq.weight").exists() {
-            t.read("blkio", "blkio.bfq.weight")
-        } else {
-            t.read("blkio", "blkio.weight")
-        };
-        assert!(weight.contains("300"), "{weight}");
     }
+    // The weight needs a proportional scheduler knob (BFQ, or iocost's io.weight on v2).
+    let ctl = if is_v2() { "io" } else { "blkio" };
+    let (bfq, plain) = if is_v2() {
+        ("io.bfq.weight", "io.weight")
+    } else {
+        ("blkio.bfq.weight", "blkio.weight")
+    };
+    let weight = res(r#"{"blockIO":{"weight":300}}"#);
+    let (file, want) = if t.dir(ctl).join(bfq).exists() {
+        (bfq, "300".to_string())
+    } else if t.dir(ctl).join(plain).exists() {
+        let v = if is_v2() {
+            rpaas_runtime::cgroups::blkio_to_io_weight(300)
+        } else {
+            300
+        };
+        (plain, v.to_string())
+    } else {
+        let e = t.cg.apply(&weight).unwrap_err();
+        assert!(
+            e.chain().contains("linux.resources.blockIO.weight"),
+            "{}",
+            e.chain()
+        );
+        eprintln!("SKIP: no blkio weight knob in this kernel; checked the error only");
+        return;
+    };
+    t.cg.apply(&weight).unwrap();
+    let got = t.read(ctl, file);
+    assert!(got.contains(&want), "{file}: {got}");
 }
 
 #[test]
@@ -620,8 +639,9 @@ fn process_pids_freeze_thaw_stats() {
     )))
     .unwrap();
     // The shell holds ~8 MB in a variable, charged to our cgroup since it was moved first.
-    let mut p =
-        Proc::spawn("x=$(head -c 8000000 /dev/zero | tr '\\0' a); echo ready; exec sleep 1000 <&-");
+    let mut p = Proc::spawn(
+        "x=$(head -c 8000000 /dev/zero | tr '\\0' a); echo ready; while read l; do echo \"got $l\"; done",
+    );
     t.cg.add_pid(p.pid()).unwrap();
     p.go();
     assert_eq!(p.read_line(), "ready");
@@ -631,10 +651,8 @@ fn process_pids_freeze_thaw_stats() {
     assert!(!t.cg.is_frozen().unwrap());
     t.cg.freeze().unwrap();
     assert!(t.cg.is_frozen().unwrap());
-    // Frozen tasks sleep in the freezer: not running, and a SIGKILL-free check that the
-    // kernel reports them frozen.
     // v1's freezer parks tasks in TASK_FROZEN, shown as D; v2 stops them in the signal path
-    // (S). Either way not running.
+    // (S; D on some kernels). Either way not running.
     let st = p.state();
     if is_v2() {
         assert!(matches!(st, 'D' | 'S'), "state {st} while frozen");
@@ -652,8 +670,10 @@ fn process_pids_freeze_thaw_stats() {
     }
     t.cg.thaw().unwrap();
     assert!(!t.cg.is_frozen().unwrap());
-    let st = p.state();
-    assert!(matches!(st, 'R' | 'S'), "state {st} after thaw");
+    // Thawed: it runs again and answers. (Its /proc state is not checked here: the kernel
+    // reports thawed before the woken tasks have been scheduled.)
+    p.send("ping");
+    assert_eq!(p.read_line(), "got ping");
 
     let s = t.cg.stats().unwrap();
     let mem = s.memory.as_ref().expect("memory stats");

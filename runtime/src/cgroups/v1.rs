@@ -377,8 +377,20 @@ fn blkio(layout: &Layout, rel: &str, b: &LinuxBlockIo) -> Result<()> {
     } else {
         ("blkio.weight", "blkio.weight_device")
     };
+    // Neither file exists when no proportional-weight scheduler is loaded (bfq is a module).
+    let no_weight = |e: Error, field: String| {
+        if files::is_not_found(&e) {
+            Error::spec(
+                field,
+                "this kernel has no blkio weight knob (load the BFQ I/O scheduler: blkio.bfq.weight)",
+            )
+        } else {
+            e
+        }
+    };
     if let Some(w) = weight {
-        files::write(&d, wfile, &w.to_string(), &format!("{F}.blockIO.weight"))?;
+        let field = format!("{F}.blockIO.weight");
+        files::write(&d, wfile, &w.to_string(), &field).map_err(|e| no_weight(e, field))?;
     }
     if let Some(w) = leaf {
         files::write(
@@ -392,7 +404,7 @@ fn blkio(layout: &Layout, rel: &str, b: &LinuxBlockIo) -> Result<()> {
         let field = format!("{F}.blockIO.weightDevice[{i}]");
         if let Some(w) = dev.weight() {
             let line = format!("{}:{} {w}", dev.major(), dev.minor());
-            files::write(&d, wdfile, &line, &field)?;
+            files::write(&d, wdfile, &line, &field).map_err(|e| no_weight(e, field.clone()))?;
         }
         if let Some(w) = dev.leaf_weight() {
             let line = format!("{}:{} {w}", dev.major(), dev.minor());

@@ -365,13 +365,24 @@ fn io(dir: &Path, b: &LinuxBlockIo, need: &dyn Fn(&str, &str) -> Result<()>) -> 
     need("io", &format!("{F}.blockIO"))?;
     // BFQ takes the v1 scale (1..=1000) as is; io.weight needs the conversion.
     let bfq = dir.join("io.bfq.weight").exists();
+    // io.weight comes from iocost, io.bfq.weight from BFQ (a module); either may be absent.
+    let no_weight = |e: Error, field: String| {
+        if files::is_not_found(&e) {
+            Error::spec(
+                field,
+                "this kernel has no io weight knob (neither io.bfq.weight nor io.weight)",
+            )
+        } else {
+            e
+        }
+    };
     if let Some(w) = weight {
         let field = format!("{F}.blockIO.weight");
         if bfq {
             files::write(dir, "io.bfq.weight", &w.to_string(), &field)?;
         } else {
             let v = format!("default {}", blkio_to_io_weight(w));
-            files::write(dir, "io.weight", &v, &field)?;
+            files::write(dir, "io.weight", &v, &field).map_err(|e| no_weight(e, field))?;
         }
     }
     for (i, d) in wd.iter().enumerate() {
@@ -382,12 +393,8 @@ fn io(dir: &Path, b: &LinuxBlockIo, need: &dyn Fn(&str, &str) -> Result<()>) -> 
             } else {
                 ("io.weight", blkio_to_io_weight(w))
             };
-            files::write(
-                dir,
-                file,
-                &format!("{}:{} {v}", d.major(), d.minor()),
-                &field,
-            )?;
+            let line = format!("{}:{} {v}", d.major(), d.minor());
+            files::write(dir, file, &line, &field).map_err(|e| no_weight(e, field.clone()))?;
         }
     }
     for (name, key, devs) in throttles {
