@@ -17,6 +17,7 @@ pub mod import;
 pub mod inject;
 pub mod manifest;
 pub mod mount;
+pub mod registry;
 pub mod snapshot;
 pub mod store;
 

@@ -3,7 +3,10 @@
 //! OCI image layouts — all locally, no downloads.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -350,4 +353,86 @@ pub fn tempdir(tag: &str) -> tempfile::TempDir {
         .prefix(&format!("rpaas-{tag}-"))
         .tempdir()
         .unwrap()
+}
+
+/// Check a rootfs holds exactly what `test_image_layers` describes.
+pub fn check_tree(rootfs: &Path, motd: &str) {
+    let read =
+        |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    // whiteouts
+    assert!(
+        !rootfs.join("gone.txt").exists(),
+        "whiteout .wh.gone.txt not applied"
+    );
+    assert!(
+        !rootfs.join("data/old/a.txt").exists(),
+        "whiteout in layer 3 not applied"
+    );
+    assert_eq!(read("data/old/b.txt"), "b");
+    // opaque dir: lower content hidden, same-layer content kept
+    assert!(
+        !rootfs.join("opq/lower.txt").exists(),
+        "opaque dir leaks lower content"
+    );
+    assert_eq!(read("opq/upper.txt"), "upper");
+    // hardlink
+    let a = std::fs::metadata(rootfs.join("data/hard-src.txt")).unwrap();
+    let b = std::fs::metadata(rootfs.join("data/hard-link.txt")).unwrap();
+    assert_eq!(a.ino(), b.ino(), "hardlink is not a hardlink");
+    assert_eq!(a.nlink(), 2);
+    assert_eq!((a.uid(), a.gid(), a.mode() & 0o7777), (1000, 1000, 0o640));
+    // device node and fifo
+    let dev = std::fs::symlink_metadata(rootfs.join("dev/rpaas-null")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), nix::sys::stat::makedev(1, 3));
+    assert_eq!(dev.mode() & 0o7777, 0o666);
+    assert!(std::fs::symlink_metadata(rootfs.join("run/rpaas.fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // setuid bit survives chown
+    let s = std::fs::metadata(rootfs.join("usr/bin/rpaas-setuid")).unwrap();
+    assert_eq!(
+        (s.uid(), s.gid(), s.permissions().mode() & 0o7777),
+        (1000, 1001, 0o4755)
+    );
+    // absolute symlinks stored verbatim
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("data/abs-link")).unwrap(),
+        Path::new("/etc/motd")
+    );
+    // xattr
+    let mut buf = [0u8; 16];
+    let p = std::ffi::CString::new(rootfs.join("data/xattr.txt").as_os_str().as_encoded_bytes())
+        .unwrap();
+    let n = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            c"user.rpaas".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(&buf[..n.max(0) as usize], b"yes", "xattr user.rpaas");
+    // mtimes from the layer
+    assert_eq!(
+        std::fs::metadata(rootfs.join("data/plain.txt"))
+            .unwrap()
+            .mtime(),
+        1_600_000_000
+    );
+    assert_eq!(
+        std::fs::metadata(rootfs.join("opq")).unwrap().mtime(),
+        1_600_000_000
+    );
+    assert_eq!(read("etc/motd"), motd);
+    assert_eq!(read("data/plain.txt"), "plain layer");
+    assert_eq!(
+        std::fs::read(rootfs.join("bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
 }
