@@ -26,11 +26,14 @@ pub mod sysctl;
 pub use self::caps::{
     apply_capabilities, clear_keep_caps, keep_caps_across_setuid, parse_capabilities, CapSets,
 };
-pub use exe::{ensure_sealed_exe, is_sealed_exe, sealed_copy_of_self};
+pub use exe::{
+    ensure_protected_exe, ensure_sealed_exe, exe_protection, is_sealed_exe, readonly_mount_of_self,
+    sealed_copy_of_self, ExeProtection,
+};
 pub use fds::{
     cloexec_fds_from, close_fds_from, set_dumpable, set_no_new_privileges, set_oom_score_adj,
 };
-pub use raw::check_raw_process;
+pub use raw::{check_raw_config, check_raw_process, check_raw_seccomp};
 pub use rlimits::{apply_rlimits, parse_rlimits, Rlimit};
 pub use seccomp::{compile_seccomp, load_seccomp, load_seccomp_notify, SeccompFilter};
 pub use sysctl::{apply_sysctl, validate_sysctl, NsFlags};
