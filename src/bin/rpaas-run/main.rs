@@ -29,7 +29,7 @@ pub struct Global {
     #[arg(long, global = true)]
     pub debug: bool,
     /// Accepted for runc compatibility; rootless mode is not supported.
-    #[arg(long, global = true, hide = true)]
+    #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "true")]
     pub rootless: Option<String>,
     /// Image store directory (blobs, refs, snapshots).
     #[arg(long, global = true, default_value = "/var/lib/rpaas")]

@@ -1,0 +1,171 @@
+//! The container's init, between clone and execve: join and create
+//! namespaces, set up the rootfs, become the configured user, report Ready,
+//! then block on the start fifo until `rpaas-run start`.
+
+use std::convert::Infallible;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::Spec;
+
+use super::sync::{Channel, ChildMsg, ParentMsg};
+use crate::{hooks, namespaces, process, rootfs, security};
+use crate::{Error, Result};
+
+/// What init needs; built by the runtime before clone.
+pub struct InitArgs<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub rootfs: PathBuf,
+    pub process: &'a process::Plan,
+    pub ns: &'a namespaces::Plan,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    /// O_PATH fd of `<state dir>/exec.fifo`, reopened for writing after setup.
+    pub fifo: &'a OwnedFd,
+    pub console: Option<&'a UnixStream>,
+    /// Ask the runtime to run createRuntime/prestart hooks before pivot_root.
+    pub runtime_hooks: bool,
+    /// The OCI state JSON given to hooks that init runs itself.
+    pub hook_state: String,
+}
+
+/// Runs in the child; never returns.
+pub fn main(args: InitArgs, sync: Channel) -> ! {
+    let err = match setup(&args, &sync) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = sync.send(&ChildMsg::Failed(err.chain()));
+    // SAFETY: leaving the child without running the parent's destructors or atexit handlers.
+    unsafe { libc::_exit(1) }
+}
+
+fn wait_for(sync: &Channel, what: &str) -> Result<ParentMsg> {
+    match sync.recv::<ParentMsg>()? {
+        Some(m) => Ok(m),
+        // The runtime died (kill -9): nothing may survive it half-made.
+        None => {
+            let _ = what;
+            // SAFETY: as in `main`.
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
+    // Drop every fd inherited from the runtime but the ones init uses: above
+    // all the per-container lock, which `start` must be able to take.
+    let mut keep = vec![sync.raw(), a.fifo.as_raw_fd()];
+    keep.extend(a.console.map(|c| c.as_raw_fd()));
+    security::close_fds_from(3 + a.preserve_fds, &keep)?;
+    // Die with the runtime until the state is committed to disk.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| Error::sys("set parent-death signal", e))?;
+    // Nobody in the namespaces we join may ptrace or read us while we hold host fds.
+    security::set_dumpable(false)?;
+    wait_for(sync, "go")?;
+
+    for (flag, path) in &a.ns.join {
+        if *flag != CloneFlags::CLONE_NEWPID {
+            namespaces::join(*flag, path)?;
+        }
+    }
+    // In the cgroup by now (the runtime put us there): its namespace shows only our subtree.
+    let late = a.ns.new & (CloneFlags::CLONE_NEWCGROUP | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
+    namespaces::unshare(late)?;
+
+    let linux = a.spec.linux().as_ref();
+    if a.ns.has(CloneFlags::CLONE_NEWUTS) {
+        if let Some(h) = a.spec.hostname() {
+            nix::unistd::sethostname(h).map_err(|e| Error::sys(format!("hostname: sethostname {h:?}"), e))?;
+        }
+        if let Some(d) = a.spec.domainname() {
+            set_domainname(d)?;
+        }
+    }
+    for (k, v) in linux.and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
+        security::apply_sysctl(k, v)?;
+    }
+
+    let own_mounts = a.ns.new.contains(CloneFlags::CLONE_NEWNS);
+    let plan = rootfs::Plan {
+        spec: a.spec,
+        rootfs: a.rootfs.clone(),
+        no_pivot: a.no_pivot,
+        userns: a.ns.has(CloneFlags::CLONE_NEWUSER),
+        cgroupns: a.ns.has(CloneFlags::CLONE_NEWCGROUP),
+        netns: a.ns.has(CloneFlags::CLONE_NEWNET),
+    };
+    let prepared = if own_mounts { Some(rootfs::prepare(&plan)?) } else { None };
+
+    if a.runtime_hooks {
+        sync.send(&ChildMsg::NeedHooks)?;
+        wait_for(sync, "hooks")?;
+    }
+    let spec_hooks = a.spec.hooks().as_ref();
+    hooks::run_all(
+        "createContainer",
+        spec_hooks.and_then(|h| h.create_container().as_ref()),
+        &a.hook_state,
+    )?;
+
+    if prepared.is_some() {
+        rootfs::pivot(&plan)?;
+        if a.process.terminal {
+            let sock = a
+                .console
+                .ok_or_else(|| Error::spec("process.terminal", "true, but no --console-socket was given"))?;
+            let size = a
+                .spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.console_size())
+                .map(|s| (s.height() as u16, s.width() as u16));
+            crate::console::setup(sock, true, size)?;
+        }
+        rootfs::finish(&plan)?;
+    }
+    drop(prepared);
+
+    a.process.become_user()?;
+    a.process.enter_cwd()?;
+    let program = a.process.resolve_program()?;
+    let env = a.process.full_env();
+
+    // No fd of the runtime may reach the container: all but stdio, the
+    // preserved ones and the two we still use are closed at execve.
+    let first = 3 + a.preserve_fds;
+    security::cloexec_fds_from(first, &[sync.raw(), a.fifo.as_raw_fd()])?;
+
+    sync.send(&ChildMsg::Ready)?;
+    wait_for(sync, "commit")?;
+    nix::sys::prctl::set_pdeathsig(None).map_err(|e| Error::sys("clear parent-death signal", e))?;
+
+    // Block until `start` opens the fifo for reading (runc's exec.fifo protocol).
+    let fifo_path = format!("/proc/self/fd/{}", a.fifo.as_raw_fd());
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo_path)
+        .map_err(|e| Error::io("open start fifo", &fifo_path, e))?;
+    std::io::Write::write_all(&mut fifo, b"0").map_err(|e| Error::io("write start fifo", &fifo_path, e))?;
+    drop(fifo);
+
+    hooks::run_all(
+        "startContainer",
+        spec_hooks.and_then(|h| h.start_container().as_ref()),
+        &a.hook_state,
+    )?;
+    Err(a.process.exec(&program, &env))
+}
+
+fn set_domainname(name: &str) -> Result<()> {
+    // SAFETY: setdomainname with a pointer/length pair of a live str.
+    let rc = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if rc != 0 {
+        return Err(Error::sys(format!("domainname: setdomainname {name:?}"), nix::errno::Errno::last()));
+    }
+    Ok(())
+}

@@ -1,0 +1,524 @@
+//! `create`: the steps, in order, each recorded in state.json before it is
+//! done so that `delete --force` and `gc` can undo a create killed anywhere.
+//!
+//! 1. validate the bundle (nothing exists yet if it is bad)
+//! 2. make `<root>/<id>/` (atomic mkdir: the id is taken), write state "creating"
+//! 3. record + create the cgroup, apply resources
+//! 4. make the start fifo
+//! 5. (keeper mode) fork the keeper, which does 6–8 and stays as init's parent
+//! 6. clone init into its namespaces; put it in the cgroup; let it set up
+//! 7. run createRuntime/prestart hooks when init asks
+//! 8. write state "created" with init's pid + start time, the pid file; release init
+
+mod clone;
+pub(crate) mod init;
+pub(crate) mod sync;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxIdMapping, Spec};
+
+use crate::cgroups::Cgroup;
+use crate::state::{self, Dir, Phase, ProcessId, State, Step};
+use crate::{failpoint, hooks, keeper, namespaces, process, security, spec};
+use crate::{Error, Result};
+
+use self::clone::{clone_child, Forked};
+use self::sync::{ChildMsg, ParentMsg};
+
+/// Everything `create` (and `run`) is told.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    /// Fork a keeper that stays the parent of init and records its exit.
+    pub keeper: bool,
+    /// Keeper mode: capture stdout/stderr into `<root>/<id>/log` (detached runs).
+    pub log_to_file: bool,
+    /// Rotate the log file past this size (bytes; 0 = default 10 MiB).
+    pub log_max_size: u64,
+}
+
+/// What a successful create leaves: the state on disk.
+pub fn create(opts: &CreateOptions) -> Result<State> {
+    state::validate_id(&opts.id)?;
+    let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
+    let config_bytes = std::fs::read(bundle.join("config.json"))
+        .map_err(|e| Error::io("read", bundle.join("config.json"), e))?;
+    let spec: Spec = spec::parse_json(&config_bytes, "config.json")?;
+    spec::validate(&spec)?;
+    let rootfs = spec::rootfs_path(&bundle, &spec)?;
+    let linux = spec.linux().as_ref();
+    let proc_spec = spec.process().as_ref().ok_or_else(|| Error::spec("process", "missing"))?;
+    let process = process::Plan::from_spec(proc_spec, linux.and_then(|l| l.seccomp().as_ref()), "process")?;
+    let ns = namespaces::Plan::from_spec(linux.and_then(|l| l.namespaces().as_ref()));
+    validate_sysctls(&spec, &ns)?;
+    if process.terminal && opts.console_socket.is_none() {
+        return Err(Error::spec("process.terminal", "true, but no --console-socket was given"));
+    }
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&opts.root)
+        .map_err(|e| Error::io("create state root", &opts.root, e))?;
+    let dir = Dir::new(&opts.root, &opts.id);
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir.path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists { id: opts.id.clone() })
+        }
+        Err(e) => return Err(Error::io("create state dir", &dir.path, e)),
+    }
+    let lock = dir.lock()?;
+    let mut st = State {
+        version: state::STATE_VERSION,
+        oci_version: state::OCI_VERSION.into(),
+        id: opts.id.clone(),
+        phase: Phase::Creating,
+        init: None,
+        keeper: None,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: state::now_rfc3339(),
+        owner: String::new(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup_path: None,
+        namespaces: Vec::new(),
+        steps: Vec::new(),
+        log_to_file: opts.keeper && opts.log_to_file,
+        boot_id: state::boot_id(),
+    };
+    let mut undo = Undo {
+        dir: &dir,
+        cgroup: None,
+        init: None,
+        armed: true,
+    };
+    state::write_atomic(&dir.config_copy(), &config_bytes)?;
+    dir.write_state(&st)?;
+    failpoint::crash("create::state-written");
+
+    // The cgroup, recorded first.
+    let cg = Cgroup::new(&opts.id, linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy()).as_deref())?;
+    st.cgroup_path = Some(cg.path().to_string());
+    st.steps.push(Step::Cgroup {
+        path: cg.path().to_string(),
+    });
+    dir.write_state(&st)?;
+    failpoint::crash("create::cgroup-recorded");
+    cg.create()?;
+    undo.cgroup = Some(cg.clone());
+    failpoint::crash("create::cgroup-created");
+    if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
+        let mut res = res.clone();
+        let mut rules = res.devices().clone().unwrap_or_default();
+        if !rules.is_empty() {
+            rules.extend(crate::cgroups::default_device_rules());
+            res.set_devices(Some(rules));
+        }
+        cg.apply(&res)?;
+    }
+
+    nix::unistd::mkfifo(&dir.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .map_err(|e| Error::sys(format!("mkfifo {}", dir.fifo().display()), e))?;
+    let fifo: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(dir.fifo())
+        .map_err(|e| Error::io("open", dir.fifo(), e))?
+        .into();
+    let console = opts.console_socket.as_deref().map(crate::console::connect).transpose()?;
+
+    let ctx = Spawn {
+        opts,
+        spec: &spec,
+        rootfs,
+        process: &process,
+        ns: &ns,
+        fifo: &fifo,
+        console: console.as_ref(),
+        cgroup: &cg,
+    };
+
+    if opts.keeper {
+        let (init, keeper) = spawn_with_keeper(&ctx, &dir, &mut st, lock)?;
+        undo.armed = false;
+        let _ = (init, keeper);
+        return dir.read_state();
+    }
+
+    let init_pid = ctx.spawn_init(&mut st, &dir)?;
+    undo.init = Some(init_pid.0);
+    commit(&ctx, &dir, &mut st, init_pid, None)?;
+    undo.armed = false;
+    drop(lock);
+    Ok(st)
+}
+
+/// Everything the clone step needs, shared by direct and keeper mode.
+struct Spawn<'a> {
+    opts: &'a CreateOptions,
+    spec: &'a Spec,
+    rootfs: PathBuf,
+    process: &'a process::Plan,
+    ns: &'a namespaces::Plan,
+    fifo: &'a OwnedFd,
+    console: Option<&'a UnixStream>,
+    cgroup: &'a Cgroup,
+}
+
+/// The init process, and the runtime's end of its sync channel.
+struct InitChild(i32, sync::Channel);
+
+impl Spawn<'_> {
+    /// Clone init and drive its setup until it reports Ready.
+    fn spawn_init(&self, st: &mut State, dir: &Dir) -> Result<InitChild> {
+        if let Some(path) = self.ns.pid_path() {
+            namespaces::join(CloneFlags::CLONE_NEWPID, path)?;
+        }
+        let (parent_end, child_end) = sync::pair()?;
+        let userns = self.ns.new.contains(CloneFlags::CLONE_NEWUSER);
+        // Namespaces made by clone itself; cgroup and time come later in init
+        // (after joining the cgroup, resp. because time offsets apply at exec).
+        let late = CloneFlags::CLONE_NEWCGROUP | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+        let flags = self.ns.new - late;
+        let hook_state = oci_state_json(st, "creating", None);
+        let runtime_hooks = self.spec.hooks().as_ref().is_some_and(|h| {
+            h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+                || h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+        });
+        failpoint::crash("create::before-clone");
+        match clone_child(flags.bits(), None)? {
+            Forked::Child => {
+                drop(parent_end);
+                init::main(
+                    init::InitArgs {
+                        id: &self.opts.id,
+                        spec: self.spec,
+                        rootfs: self.rootfs.clone(),
+                        process: self.process,
+                        ns: self.ns,
+                        no_pivot: self.opts.no_pivot,
+                        preserve_fds: self.opts.preserve_fds,
+                        fifo: self.fifo,
+                        console: self.console,
+                        runtime_hooks,
+                        hook_state,
+                    },
+                    child_end,
+                )
+            }
+            Forked::Parent { child } => {
+                drop(child_end);
+                let guard = KillOnDrop(Some(child));
+                st.steps.push(Step::Init { pid: child });
+                dir.write_state(st)?;
+                failpoint::crash("create::init-cloned");
+                if userns {
+                    write_id_maps(child, self.spec)?;
+                }
+                self.cgroup.add_pid(child)?;
+                if let Some(adj) = self.process.oom_score_adj {
+                    security::set_oom_score_adj(Some(child), adj)?;
+                }
+                parent_end.send(&ParentMsg::Go)?;
+                loop {
+                    match parent_end.recv::<ChildMsg>()? {
+                        Some(ChildMsg::Ready) => break,
+                        Some(ChildMsg::NeedHooks) => {
+                            let state = oci_state_json(st, "creating", Some(child));
+                            let h = self.spec.hooks().as_ref();
+                            hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), &state)?;
+                            hooks::run_all("createRuntime", h.and_then(|h| h.create_runtime().as_ref()), &state)?;
+                            parent_end.send(&ParentMsg::HooksDone)?;
+                        }
+                        Some(ChildMsg::NeedMappings) => parent_end.send(&ParentMsg::Go)?,
+                        Some(ChildMsg::Failed(msg)) => {
+                            return Err(Error::Init {
+                                id: self.opts.id.clone(),
+                                msg,
+                            })
+                        }
+                        None => {
+                            return Err(Error::Init {
+                                id: self.opts.id.clone(),
+                                msg: "init exited during setup".into(),
+                            })
+                        }
+                    }
+                }
+                failpoint::crash("create::init-ready");
+                std::mem::forget(guard);
+                Ok(InitChild(child, parent_end))
+            }
+        }
+    }
+}
+
+/// Write state "created", the pid file, and release init to wait for start.
+fn commit(ctx: &Spawn, dir: &Dir, st: &mut State, init: InitChild, keeper: Option<ProcessId>) -> Result<ProcessId> {
+    let InitChild(pid, sync) = init;
+    let id = ProcessId::of(pid).map_err(|_| Error::Init {
+        id: ctx.opts.id.clone(),
+        msg: "init exited during setup".into(),
+    })?;
+    st.init = Some(id);
+    st.keeper = keeper;
+    st.phase = Phase::Created;
+    st.namespaces = ctx
+        .ns
+        .join
+        .iter()
+        .map(|(f, p)| (namespaces::proc_name(*f).to_string(), p.clone()))
+        .collect();
+    dir.write_state(st)?;
+    if let Some(pf) = &ctx.opts.pid_file {
+        write_pid_file(pf, pid)?;
+    }
+    sync.send(&ParentMsg::Commit)?;
+    Ok(id)
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    // runc writes the pid without a newline, through a temp file + rename.
+    let tmp = path.with_extension("rpaas-tmp");
+    std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write pid file", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename pid file", path, e))
+}
+
+/// Keeper mode: fork the keeper; it clones init, commits the state, tells us,
+/// and stays behind as init's parent to record its exit.
+fn spawn_with_keeper(ctx: &Spawn, dir: &Dir, st: &mut State, lock: state::Lock) -> Result<(i32, i32)> {
+    let (mut report_r, report_w) = std::io::pipe().map_err(|e| Error::io("pipe", "keeper report", e))?;
+    let log_pipes = if st.log_to_file {
+        Some((pipe_pair()?, pipe_pair()?))
+    } else {
+        None
+    };
+    // SAFETY: we are single-threaded; the child only runs our own code and exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork keeper", e))? {
+        nix::unistd::ForkResult::Child => {
+            drop(report_r);
+            // The per-container lock belongs to the create command, not to the keeper.
+            let lock_fd = lock.raw_fd();
+            std::mem::forget(lock);
+            let _ = nix::unistd::close(lock_fd);
+            let code = keeper_child(ctx, dir, st, report_w, log_pipes);
+            // SAFETY: leave without running the create command's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(report_w);
+            drop(log_pipes);
+            let mut answer = String::new();
+            let _ = report_r.read_to_string(&mut answer);
+            if let Some(err) = answer.strip_prefix("err:") {
+                let _ = nix::sys::wait::waitpid(child, None);
+                return Err(Error::Init {
+                    id: ctx.opts.id.clone(),
+                    msg: err.trim().to_string(),
+                });
+            }
+            if answer.trim() != "ok" {
+                let _ = nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                return Err(Error::Init {
+                    id: ctx.opts.id.clone(),
+                    msg: "keeper exited during setup".into(),
+                });
+            }
+            drop(lock);
+            Ok((0, child.as_raw()))
+        }
+    }
+}
+
+type PipePair = (OwnedFd, OwnedFd);
+
+fn pipe_pair() -> Result<PipePair> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe for container output", e))
+}
+
+/// The keeper's life: returns its exit code.
+fn keeper_child(
+    ctx: &Spawn,
+    dir: &Dir,
+    st: &mut State,
+    mut report: std::io::PipeWriter,
+    log_pipes: Option<(PipePair, PipePair)>,
+) -> i32 {
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    // init's stdout/stderr become the pipes the keeper drains into the log file.
+    let mut readers = None;
+    if let Some(((out_r, out_w), (err_r, err_w))) = log_pipes {
+        let devnull = std::fs::File::open("/dev/null");
+        if let Ok(n) = &devnull {
+            let _ = raw_dup2(n.as_raw_fd(), 0);
+        }
+        let _ = raw_dup2(out_w.as_raw_fd(), 1);
+        let _ = raw_dup2(err_w.as_raw_fd(), 2);
+        readers = Some((out_r, err_r));
+    }
+    let result = (|| -> Result<i32> {
+        let me = ProcessId::of(nix::unistd::getpid().as_raw())?;
+        st.steps.push(Step::Keeper { pid: me.pid });
+        let init = ctx.spawn_init(st, dir)?;
+        let pid = init.0;
+        commit(ctx, dir, st, init, Some(me))?;
+        Ok(pid)
+    })();
+    let init_pid = match result {
+        Ok(pid) => {
+            let _ = report.write_all(b"ok");
+            pid
+        }
+        Err(e) => {
+            let _ = report.write_all(format!("err:{}", e.chain()).as_bytes());
+            return 1;
+        }
+    };
+    drop(report);
+    // Let go of everything the caller gave us: its stdio pipes must see EOF
+    // when it exits, and no other fd of the runtime is needed any more.
+    if let Ok(n) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            let _ = raw_dup2(n.as_raw_fd(), fd);
+        }
+    }
+    let keep: Vec<i32> = readers
+        .as_ref()
+        .map(|(a, b)| vec![a.as_raw_fd(), b.as_raw_fd()])
+        .unwrap_or_default();
+    let _ = security::close_fds_from(3, &keep);
+    keeper::run(dir, init_pid, ctx.cgroup, readers, ctx.opts.log_max_size)
+}
+
+/// Undo what a failed create made, in reverse order.
+struct Undo<'a> {
+    dir: &'a Dir,
+    cgroup: Option<Cgroup>,
+    init: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.init {
+            kill_and_reap(pid);
+        }
+        if let Some(cg) = &self.cgroup {
+            for pid in cg.pids().unwrap_or_default() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = cg.destroy();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir.path);
+    }
+}
+
+/// Kills a child we cloned if setup fails before it is committed.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            kill_and_reap(pid);
+        }
+    }
+}
+
+fn kill_and_reap(pid: i32) {
+    let p = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(p, None);
+}
+
+fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let fmt = |maps: Option<&Vec<LinuxIdMapping>>| -> String {
+        maps.into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
+    for (file, text, field) in [("uid_map", uid, "linux.uidMappings"), ("gid_map", gid, "linux.gidMappings")] {
+        if text.is_empty() {
+            continue;
+        }
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, text.as_bytes()).map_err(|e| Error::spec(field, format!("write {path}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn validate_sysctls(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
+    let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
+        return Ok(());
+    };
+    let net_path = ns
+        .join
+        .iter()
+        .find(|(f, _)| *f == CloneFlags::CLONE_NEWNET)
+        .map(|(_, p)| p.clone());
+    let flags = security::NsFlags {
+        ipc: ns.has(CloneFlags::CLONE_NEWIPC),
+        uts: ns.has(CloneFlags::CLONE_NEWUTS),
+        net: ns.has(CloneFlags::CLONE_NEWNET),
+        net_is_host: net_path.as_deref().is_some_and(is_host_netns),
+        ..Default::default()
+    };
+    for (k, v) in sysctls {
+        security::validate_sysctl(k, v, &flags)?;
+    }
+    Ok(())
+}
+
+fn is_host_netns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), std::fs::metadata("/proc/1/ns/net")) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+/// The OCI state document (what `state` prints and hooks read on stdin).
+pub fn oci_state_json(st: &State, status: &str, pid: Option<i32>) -> String {
+    let v = serde_json::json!({
+        "ociVersion": st.oci_version,
+        "id": st.id,
+        "status": status,
+        "pid": pid.or(st.init.map(|i| i.pid)).unwrap_or(0),
+        "bundle": st.bundle,
+        "annotations": st.annotations,
+    });
+    v.to_string()
+}
+
+/// Used by the keeper fd hygiene and tests.
+#[allow(dead_code)]
+fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: caller passes an fd it owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// dup2 on raw fds (nix 0.32's dup2 wants owned fds for both ends).
+fn raw_dup2(from: i32, to: i32) -> i32 {
+    // SAFETY: dup2 between fds of our own process.
+    unsafe { libc::dup2(from, to) }
+}

@@ -1,0 +1,182 @@
+//! `exec`: run another process inside a running container: same namespaces
+//! (joined through a pidfd of init, in one setns call), same cgroup, the
+//! container's seccomp profile, and exactly the capabilities asked for — no
+//! inheritable or ambient ones unless the process says so (CVE-2022-29162).
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::Process;
+
+use crate::container::{Container, Status};
+use crate::create::sync::{self, ChildMsg, ParentMsg};
+use crate::{console, hooks, namespaces, process, security};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub process: Process,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+}
+
+/// Run the process; returns its exit code (0 when detached).
+pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
+    let status = container.status();
+    if status != Status::Running {
+        return Err(Error::State {
+            id: container.id().to_string(),
+            reason: format!("cannot exec: container is {}", status.as_str()),
+        });
+    }
+    let init = container.live_init().ok_or_else(|| Error::State {
+        id: container.id().to_string(),
+        reason: "cannot exec: init is gone".into(),
+    })?;
+    let spec = container.spec()?;
+    let linux = spec.linux().as_ref();
+    let plan = process::Plan::from_spec(&opts.process, linux.and_then(|l| l.seccomp().as_ref()), "process")?;
+    if plan.terminal && opts.console_socket.is_none() {
+        return Err(Error::spec("process.terminal", "true, but no --console-socket was given"));
+    }
+    let console = opts.console_socket.as_deref().map(console::connect).transpose()?;
+
+    let pidfd = hooks::pidfd_open(init.pid).ok_or_else(|| Error::State {
+        id: container.id().to_string(),
+        reason: "cannot exec: init is gone".into(),
+    })?;
+    if !init.is_alive() {
+        return Err(Error::State {
+            id: container.id().to_string(),
+            reason: "cannot exec: init is gone".into(),
+        });
+    }
+    // Which of init's namespaces differ from ours: only those are joined.
+    let mut flags = CloneFlags::empty();
+    for f in [
+        CloneFlags::CLONE_NEWUSER,
+        CloneFlags::CLONE_NEWNS,
+        CloneFlags::CLONE_NEWNET,
+        CloneFlags::CLONE_NEWIPC,
+        CloneFlags::CLONE_NEWUTS,
+        CloneFlags::CLONE_NEWCGROUP,
+        CloneFlags::CLONE_NEWPID,
+        CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    ] {
+        let name = namespaces::proc_name(f);
+        if !same_file(&format!("/proc/{}/ns/{name}", init.pid), &format!("/proc/self/ns/{name}")) {
+            flags |= f;
+        }
+    }
+    // A pid namespace is entered for our children: do it here, before the fork.
+    if flags.contains(CloneFlags::CLONE_NEWPID) {
+        namespaces::join(CloneFlags::CLONE_NEWPID, &PathBuf::from(format!("/proc/{}/ns/pid", init.pid)))?;
+    }
+    let (parent_end, child_end) = sync::pair()?;
+    let cgroup = container.cgroup();
+
+    // SAFETY: rpaas-run is single-threaded here; the child runs our code then execve/_exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork exec process", e))? {
+        nix::unistd::ForkResult::Child => {
+            drop(parent_end);
+            let err = match child(&pidfd, flags, &plan, console.as_ref(), opts.preserve_fds, &child_end) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = child_end.send(&ChildMsg::Failed(err.chain()));
+            // SAFETY: leave the child without the parent's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(child_end);
+            let reap = |code| {
+                let _ = nix::sys::wait::waitpid(child, None);
+                code
+            };
+            if let Some(cg) = &cgroup {
+                if let Err(e) = cg.add_pid(child.as_raw()) {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    return reap(Err(e));
+                }
+            }
+            parent_end.send(&ParentMsg::Go)?;
+            // The child's end closes at a successful execve (close-on-exec).
+            match parent_end.recv::<ChildMsg>()? {
+                Some(ChildMsg::Failed(msg)) => {
+                    return reap(Err(Error::Init {
+                        id: container.id().to_string(),
+                        msg: format!("exec: {msg}"),
+                    }))
+                }
+                Some(_) | None => {}
+            }
+            if let Some(pf) = &opts.pid_file {
+                let tmp = pf.with_extension("rpaas-tmp");
+                std::fs::write(&tmp, child.as_raw().to_string()).map_err(|e| Error::io("write pid file", &tmp, e))?;
+                std::fs::rename(&tmp, pf).map_err(|e| Error::io("rename pid file", pf, e))?;
+            }
+            if opts.detach {
+                return Ok(0);
+            }
+            wait_code(child)
+        }
+    }
+}
+
+/// Exit code as a shell reports it (128+signal when killed).
+pub fn wait_code(child: nix::unistd::Pid) -> Result<i32> {
+    loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => return Ok(c),
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("wait for process", e)),
+        }
+    }
+}
+
+fn child(
+    pidfd: &std::os::fd::OwnedFd,
+    flags: CloneFlags,
+    plan: &process::Plan,
+    console: Option<&std::os::unix::net::UnixStream>,
+    preserve_fds: i32,
+    sync: &sync::Channel,
+) -> Result<std::convert::Infallible> {
+    security::set_dumpable(false)?;
+    match sync.recv::<ParentMsg>()? {
+        Some(_) => {}
+        // SAFETY: the runtime is gone; leave quietly.
+        None => unsafe { libc::_exit(1) },
+    }
+    let join = flags - CloneFlags::CLONE_NEWPID;
+    if !join.is_empty() {
+        // SAFETY: setns with a pidfd we own and a set of CLONE_NEW* flags (Linux 5.8+).
+        let rc = unsafe { libc::setns(pidfd.as_raw_fd(), join.bits()) };
+        if rc != 0 {
+            return Err(Error::sys(format!("join the container's namespaces {join:?}"), nix::errno::Errno::last()));
+        }
+    }
+    if plan.terminal {
+        if let Some(sock) = console {
+            console::setup(sock, false, None)?;
+        }
+    }
+    plan.become_user()?;
+    plan.enter_cwd()?;
+    let program = plan.resolve_program()?;
+    let env = plan.full_env();
+    security::cloexec_fds_from(3 + preserve_fds, &[sync.raw()])?;
+    Err(plan.exec(&program, &env))
+}
+
+fn same_file(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
+        _ => false,
+    }
+}
