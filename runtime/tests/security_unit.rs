@@ -398,36 +398,50 @@ fn close_fds_leaves_only_stdio_and_kept_fds() {
 #[test]
 fn cloexec_fds_leak_nothing_into_an_exec() {
     let c = in_child(|w| {
-        let fds = open_dev_null(4);
-        let keep = fds[2].as_raw_fd();
+        let fds = open_dev_null(1);
+        // Inheritable fds (no FD_CLOEXEC) as a careless runtime would leave them.
+        let leaky: Vec<RawFd> = (0..3)
+            .map(|_| unsafe { libc::dup(fds[0].as_raw_fd()) })
+            .collect();
+        // A preserved fd (inheritable on purpose) and a sync fd (O_CLOEXEC).
+        let preserved = unsafe { libc::dup(fds[0].as_raw_fd()) };
+        // High, so that ls's own directory fd cannot take its number.
+        let sync = unsafe { libc::fcntl(fds[0].as_raw_fd(), libc::F_DUPFD_CLOEXEC, 40) };
         std::mem::forget(fds);
-        if let Err(e) = cloexec_fds_from(3, &[keep, w]) {
+        // The report pipe reaches the exec as its stdout, not as itself.
+        unsafe { libc::fcntl(w, libc::F_SETFD, libc::FD_CLOEXEC) };
+        if let Err(e) = cloexec_fds_from(3, &[preserved, sync, w]) {
             return format!("ERR {}", e.chain());
         }
-        // Still usable before exec (the init's sync fd keeps working).
-        let still_open = open_fds().contains(&(keep + 1));
-        let msg = format!("{keep} {w} {still_open}\n");
+        // Everything still works until execve (the init's sync fd, say).
+        let all_open = leaky
+            .iter()
+            .chain([&preserved, &sync])
+            .all(|f| open_fds().contains(f));
+        let msg = format!("{preserved} {sync} {all_open} {leaky:?}\n");
         unsafe { libc::write(w, msg.as_ptr().cast(), msg.len()) };
         unsafe { libc::dup2(w, 1) };
         let err = nix::unistd::execv(c"/bin/busybox", &[c"ls", c"/proc/self/fd"]);
         format!("ERR execv {err:?}")
     });
     let mut lines = c.out.lines();
-    let head: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    let head: Vec<&str> = lines.next().unwrap().splitn(4, ' ').collect();
     assert_eq!(head[2], "true", "{}", c.out);
-    let keep: RawFd = head[0].parse().unwrap();
-    let w: RawFd = head[1].parse().unwrap();
+    let preserved: RawFd = head[0].parse().unwrap();
+    let sync: RawFd = head[1].parse().unwrap();
     let listed: BTreeSet<RawFd> = lines
         .flat_map(|l| l.split_whitespace())
         .map(|s| s.parse().unwrap())
         .collect();
-    // What ls saw: stdio, the two kept fds, and at most its own directory fd.
+    assert!(listed.contains(&preserved), "{}", c.out);
+    assert!(!listed.contains(&sync), "{}", c.out);
+    // What ls saw beyond stdio and the preserved fd: at most its own directory
+    // fd (which takes the lowest free number, so one of the closed ones).
     let extra: Vec<RawFd> = listed
         .iter()
         .copied()
-        .filter(|f| *f > 2 && *f != keep && *f != w)
+        .filter(|f| *f > 2 && *f != preserved)
         .collect();
-    assert!(listed.contains(&keep) && listed.contains(&w), "{}", c.out);
     assert!(extra.len() <= 1, "leaked fds {extra:?} in {}", c.out);
 }
 

@@ -20,18 +20,13 @@ pub fn close_fds_from(first: i32, keep: &[i32]) -> Result<()> {
 
 /// Mark every fd >= `first` except `keep` close-on-exec, so that none of the
 /// runtime's fds leaks into the container while the ones the init still uses
-/// keep working until execve. The `keep` fds (e.g. `--preserve-fds`) get
-/// FD_CLOEXEC cleared, so they are inherited by the container process.
+/// (its sync fd, the exec fifo) keep working until execve. `keep` fds are
+/// left exactly as they are: a sync fd opened with O_CLOEXEC still closes at
+/// execve, while fds the caller passed to preserve (below `first`, or in
+/// `keep` without FD_CLOEXEC) are inherited.
 /// CLOSE_RANGE_CLOEXEC needs Linux 5.11; older kernels get the /proc/self/fd walk.
 pub fn cloexec_fds_from(first: i32, keep: &[i32]) -> Result<()> {
-    apply(first, keep, CLOSE_RANGE_CLOEXEC)?;
-    for &fd in keep.iter().filter(|&&k| k >= first) {
-        // SAFETY: fcntl on a number; a closed fd yields EBADF, reported below.
-        let r = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        nix::errno::Errno::result(r)
-            .map_err(|e| Error::sys(format!("clear FD_CLOEXEC on preserved fd {fd}"), e))?;
-    }
-    Ok(())
+    apply(first, keep, CLOSE_RANGE_CLOEXEC)
 }
 
 fn apply(first: i32, keep: &[i32], flags: libc::c_uint) -> Result<()> {
