@@ -13,7 +13,8 @@ use oci_client::client::{
     BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
+pub use oci_client::Reference;
+use oci_client::{Client, RegistryOperation};
 
 use crate::image::ImageStore;
 use crate::manifest::{self, Descriptor, Parsed};
