@@ -1,17 +1,18 @@
-//! The crate's one error type. Every variant names the file, field or node it is about.
+//! The crate's one error type. Every variant names the file, field or node it is about;
+//! io causes are kept as `source` (not repeated in the message) so `{:#}` prints the chain once.
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A sysfs / cgroup / state file could not be read.
-    #[error("read {path}: {source}")]
+    #[error("read {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// A file could not be written (state file, cgroup file).
-    #[error("write {path}: {source}")]
+    #[error("write {path}")]
     Write {
         path: PathBuf,
         #[source]
@@ -19,7 +20,7 @@ pub enum Error {
     },
     /// The kernel refused a cgroup value (EINVAL for a cpu it does not have, ENOSPC for an empty
     /// parent cpuset, ...).
-    #[error("cgroup {path}: writing {value:?} was refused: {source}")]
+    #[error("cgroup {path}: writing {value:?} was refused")]
     CgroupWrite {
         path: PathBuf,
         value: String,

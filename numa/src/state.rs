@@ -131,7 +131,10 @@ impl StateFile {
 
     /// Loads the books into a placer for `topo`.
     pub fn placer(&self, topo: Topology) -> Result<Placer> {
-        Placer::with_placements(topo, self.load()?)
+        Placer::with_placements(topo, self.load()?).map_err(|e| Error::State {
+            path: self.path(),
+            what: format!("does not fit this host's topology: {e}"),
+        })
     }
 }
 
