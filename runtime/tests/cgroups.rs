@@ -207,6 +207,19 @@ fn create_in_every_hierarchy_destroy_everywhere_twice() {
         assert!(d.starts_with(r) && d.is_dir(), "{} missing", d.display());
     }
     assert!(t.cg.exists());
+    // The cgroup2 dir (for CLONE_INTO_CGROUP) is one of them: the only one on v2.
+    match t.cg.cgroup2_dir() {
+        Some(d) => {
+            assert!(dirs.contains(&d), "{}", d.display());
+            assert!(
+                d.join("cgroup.events").exists(),
+                "{} is not cgroup2",
+                d.display()
+            );
+            assert!(!is_v2() || dirs.len() == 1);
+        }
+        None => assert!(!is_v2() && !layout().is_hybrid()),
+    }
     // A child cgroup made by the container (cgroupns) must not block destroy.
     std::fs::create_dir(dirs[0].join("made-inside")).unwrap();
     t.cg.destroy().unwrap();

@@ -98,6 +98,17 @@ impl Cgroup {
             .collect()
     }
 
+    /// The cgroup's directory on the cgroup2 tree, if the host has one: the only dir on v2, the
+    /// unified one on hybrid. On v2 a directory fd of it can be given to clone3's
+    /// CLONE_INTO_CGROUP, which then replaces [`Cgroup::add_pid`]; on hybrid it only places the
+    /// child in the cgroup2 tree, the v1 hierarchies still need `add_pid`.
+    pub fn cgroup2_dir(&self) -> Option<PathBuf> {
+        match self.layout {
+            Layout::V2 { root, .. } => Some(root.join(self.rel())),
+            Layout::V1 { unified, .. } => unified.as_ref().map(|u| u.join(self.rel())),
+        }
+    }
+
     /// Makes the directory in every hierarchy (v1: every mounted one including name=systemd,
     /// plus the unified dir on hybrid). On v1 the new cpuset dirs get cpus/mems from their
     /// parent; on v2 the ancestors get the controllers enabled in `cgroup.subtree_control`.
