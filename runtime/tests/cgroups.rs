@@ -169,17 +169,21 @@ fn busybox() -> &'static str {
 /// Every cgroup mount point, parsed here independently of the library.
 fn mounted_roots() -> Vec<PathBuf> {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut seen = std::collections::HashSet::new();
     let mut v: Vec<PathBuf> = mi
         .lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
             let fstype = post.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2")
-                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
+            let mut f = pre.split(' ');
+            let dev = f.nth(2)?.to_string();
+            let mount = f.nth(1)?;
+            // A hierarchy mounted twice (same superblock) counts once: the first mount.
+            ((fstype == "cgroup" || fstype == "cgroup2") && seen.insert(dev))
+                .then(|| PathBuf::from(mount))
         })
         .collect();
     v.sort();
-    v.dedup();
     v
 }
 
