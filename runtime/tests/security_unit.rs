@@ -352,6 +352,34 @@ fn seccomp_without_nnp_or_cap_sys_admin_explains_itself() {
     assert!(c.out.contains("EACCES"), "{}", c.out);
 }
 
+#[test]
+fn seccomp_notify_profile_hands_back_a_listener() {
+    let f = seccomp_spec(
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/rpaas-test.sock",
+            "syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+    );
+    assert!(f.needs_listener());
+    let c = in_child(|_| {
+        if let Err(e) = set_no_new_privileges() {
+            return format!("ERR {}", e.chain());
+        }
+        let plain = load_seccomp(&f)
+            .map_err(|e| e.chain())
+            .err()
+            .unwrap_or_default();
+        match load_seccomp_notify(&f) {
+            Ok(fd) => {
+                let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                format!("{plain}|{}", link.unwrap().display())
+            }
+            Err(e) => format!("ERR {}", e.chain()),
+        }
+    });
+    let (plain, link) = c.out.split_once('|').unwrap_or_else(|| panic!("{}", c.out));
+    assert!(plain.contains("load_seccomp_notify"), "{plain}");
+    assert_eq!(link, "anon_inode:seccomp notify");
+}
+
 /// Open fds of the calling process, probed with F_GETFD (no fd of its own).
 fn open_fds() -> BTreeSet<RawFd> {
     (0..4096)
@@ -465,6 +493,63 @@ fn dumpable_nnp_and_oom_score_adj() {
         r.unwrap_or_else(|e| format!("ERR {}", e.chain()))
     });
     assert_eq!(c.out, "false true true 500");
+}
+
+/// A process that became uid 65534, set dumpable to `dumpable`, and waits
+/// until the returned write end is dropped.
+fn nobody_process(dumpable: bool) -> (nix::unistd::Pid, OwnedFd) {
+    let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
+    let (hold_r, hold_w) = nix::unistd::pipe().unwrap();
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(hold_w);
+            let id = nix::unistd::Uid::from_raw(65534);
+            let ok = nix::unistd::setresuid(id, id, id).is_ok() && set_dumpable(dumpable).is_ok();
+            unsafe { libc::write(ready_w.as_raw_fd(), [ok as u8].as_ptr().cast(), 1) };
+            let mut b = [0u8; 1];
+            unsafe { libc::read(hold_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            let mut b = [0u8; 1];
+            std::fs::File::from(ready_r).read_exact(&mut b).unwrap();
+            assert_eq!(b[0], 1, "setup of the uid-65534 process failed");
+            (child, hold_w)
+        }
+    }
+}
+
+#[test]
+fn non_dumpable_process_hides_its_exe_and_fds_from_same_uid_processes() {
+    // What a process already in the container (same uid, no capabilities)
+    // could do to our init while it joins: open /proc/<init>/exe or fd/.
+    let mut seen = vec![];
+    for dumpable in [true, false] {
+        let (pid, hold) = nobody_process(dumpable);
+        let c = in_child(|_| {
+            let id = nix::unistd::Uid::from_raw(65534);
+            if let Err(e) = nix::unistd::setresuid(id, id, id) {
+                return format!("ERR setresuid {e}");
+            }
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(drop);
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(drop);
+            format!(
+                "{:?} {:?}",
+                exe.map_err(|e| e.raw_os_error()),
+                fds.map_err(|e| e.raw_os_error())
+            )
+        });
+        drop(hold);
+        waitpid(pid, None).unwrap();
+        seen.push(c.out);
+    }
+    assert_eq!(seen[0], "Ok(()) Ok(())", "control: dumpable is readable");
+    assert_eq!(
+        seen[1], "Err(Some(13)) Err(Some(13))",
+        "non-dumpable: EACCES"
+    );
 }
 
 #[test]
