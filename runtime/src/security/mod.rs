@@ -5,6 +5,10 @@
 //! before clone (`parse_*`, `compile_seccomp`, `validate_sysctl`), and the
 //! child only performs a few cheap system calls (`apply_*`, `load_seccomp`).
 //!
+//! In the runtime binary: `ensure_sealed_exe` first thing in create/run/exec
+//! (CVE-2019-5736), and `check_raw_config` on the raw config.json before the
+//! typed parse (field-precise errors for unknown names).
+//!
 //! Suggested order in the init process (as runc does it):
 //! 1. `set_dumpable(false)` before joining namespaces,
 //! 2. `apply_rlimits`, `set_oom_score_adj`, `apply_sysctl` (before /proc/sys goes read-only),
