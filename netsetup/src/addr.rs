@@ -109,7 +109,8 @@ pub async fn wait_dad(
                         netns: netns.into(),
                         iface: iface.into(),
                         addr: w.to_string(),
-                        how: "IPv6 duplicate address detection failed: a neighbour answered".into(),
+                        how: "IPv6 duplicate address detection (DAD) failed: a neighbour answered"
+                            .into(),
                     })
                 }
                 Some(a) if a.tentative => pending = true,
