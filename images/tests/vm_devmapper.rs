@@ -494,6 +494,7 @@ fn nearly_full_pool_refuses_new_snapshots_and_keeps_running_ones() {
 #[cfg(feature = "failpoints")]
 mod crash {
     use super::*;
+    use rpaas_images::snapshot::devmapper::DeviceState;
     use std::time::{Duration, Instant};
 
     /// Runs in a child process (see `killed_mid_operation_is_repaired`): opens

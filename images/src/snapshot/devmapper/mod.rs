@@ -467,6 +467,11 @@ impl DevmapperSnapshotter {
     }
 }
 
+/// `u64::is_multiple_of` is too new for the workspace's minimum Rust.
+fn multiple(n: u64, of: u64) -> bool {
+    n.checked_rem(of) == Some(0)
+}
+
 fn validate(cfg: &Config) -> Result<()> {
     let bad = |field: &str, why: String| Err(dm_error(format!("config {field}"), why));
     if cfg.pool_name.is_empty() || cfg.pool_name.len() > 100 || cfg.pool_name.contains('/') {
@@ -475,14 +480,14 @@ fn validate(cfg: &Config) -> Result<()> {
             format!("{:?} must be 1..=100 bytes without '/'", cfg.pool_name),
         );
     }
-    if cfg.base_size < (16 << 20) || cfg.base_size % 512 != 0 {
+    if cfg.base_size < (16 << 20) || !multiple(cfg.base_size, 512) {
         return bad(
             "base_size",
             format!("{} must be >= 16 MiB and a multiple of 512", cfg.base_size),
         );
     }
     // dm-thin: 64 KiB .. 1 GiB, a multiple of 64 KiB
-    if !(64 << 10..=1 << 30).contains(&cfg.block_size) || cfg.block_size % (64 << 10) != 0 {
+    if !(64 << 10..=1 << 30).contains(&cfg.block_size) || !multiple(cfg.block_size, 64 << 10) {
         return bad(
             "block_size",
             format!(
@@ -498,7 +503,7 @@ fn validate(cfg: &Config) -> Result<()> {
         );
     }
     if let PoolSource::Loopback { size, .. } = &cfg.source {
-        if *size < (64 << 20) || size % cfg.block_size != 0 {
+        if *size < (64 << 20) || !multiple(*size, cfg.block_size) {
             return bad(
                 "loopback size",
                 format!("{size} must be >= 64 MiB and a multiple of block_size"),
