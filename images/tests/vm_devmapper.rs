@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use rpaas_images::snapshot::devmapper::{Config, DeviceState, DevmapperSnapshotter};
+use rpaas_images::snapshot::devmapper::{Config, DevmapperSnapshotter};
 use rpaas_images::snapshot::{Mount, Snapshotter};
 
 fn in_vm() -> bool {
