@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -105,7 +106,7 @@ struct Applier<'a> {
     layer: &'a str,
     stats: Stats,
     /// The last parent directory resolved: tar entries come grouped by directory.
-    cache: Option<(Option<CleanPath>, OwnedFd)>,
+    cache: Option<(Option<CleanPath>, Rc<OwnedFd>)>,
     /// Paths this layer wrote (Direct mode: an opaque marker keeps them).
     written: HashSet<PathBuf>,
     /// Directory mtimes, set at the end (creating children changes them).
@@ -270,20 +271,15 @@ impl Applier<'_> {
     }
 
     /// The fd of the parent directory, created (0755) when missing.
-    fn parent(&mut self, parent: Option<&CleanPath>) -> Result<OwnedFd> {
+    fn parent(&mut self, parent: Option<&CleanPath>) -> Result<Rc<OwnedFd>> {
         if let Some((key, fd)) = &self.cache {
             if key.as_ref() == parent {
-                return fd
-                    .try_clone()
-                    .map_err(|e| Error::io("dup", self.root.path(), e));
+                return Ok(fd.clone());
             }
         }
-        let fd = self.root.mkdir_all(parent)?;
-        let dup = fd
-            .try_clone()
-            .map_err(|e| Error::io("dup", self.root.path(), e))?;
-        self.cache = Some((parent.cloned(), fd));
-        Ok(dup)
+        let fd = Rc::new(self.root.mkdir_all(parent)?);
+        self.cache = Some((parent.cloned(), fd.clone()));
+        Ok(fd)
     }
 
     /// Run `create` for `name`; if something is in the way, remove it and retry once.
