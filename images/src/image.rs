@@ -113,7 +113,7 @@ impl ImageStore {
         })
     }
 
-    fn unpack_layer(
+    pub(crate) fn unpack_layer(
         &self,
         blob: &str,
         diff_id: &str,

@@ -169,6 +169,107 @@ pub async fn pull_async(
     reference: &str,
     opts: &PullOptions,
 ) -> Result<RefEntry> {
+    pull_notify(images, reference, opts, None).await
+}
+
+/// What a pull reports as it goes, so layers can be unpacked while later ones download.
+#[derive(Debug)]
+pub enum Event {
+    Manifest(manifest::Manifest),
+    /// A blob is now in the store.
+    Blob(String),
+}
+
+/// Pull and unpack `reference`: each layer is applied as soon as it (and every layer
+/// below it) is in the store, while later layers are still downloading. Returns the
+/// ref entry and the top chain id.
+pub fn prefetch(
+    images: &ImageStore,
+    reference: &str,
+    opts: &PullOptions,
+) -> Result<(RefEntry, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start tokio runtime", "(prefetch)", e))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let unpacker = std::thread::Builder::new()
+            .name("rpaas-unpack".into())
+            .spawn_scoped(s, move || unpack_as_ready(images, &rx, reference))
+            .map_err(|e| Error::io("spawn unpack thread", "(prefetch)", e))?;
+        let pulled = rt.block_on(pull_notify(images, reference, opts, Some(&tx)));
+        drop(tx);
+        let top = unpacker
+            .join()
+            .map_err(|_| Error::Other(format!("prefetch {reference}: unpack thread panicked")))?;
+        // The download's error is the cause when both failed.
+        let entry = pulled?;
+        Ok((entry, top?))
+    })
+}
+
+/// Block until `digest` is in the store (or the pull gave up).
+fn wait_for(
+    images: &ImageStore,
+    rx: &std::sync::mpsc::Receiver<Event>,
+    digest: &str,
+    reference: &str,
+) -> Result<()> {
+    while !images.store.has(digest) {
+        if rx.recv().is_err() {
+            return Err(rerr(
+                reference,
+                format!("pull stopped before blob {digest} arrived"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn unpack_as_ready(
+    images: &ImageStore,
+    rx: &std::sync::mpsc::Receiver<Event>,
+    reference: &str,
+) -> Result<String> {
+    let m = loop {
+        match rx.recv() {
+            Ok(Event::Manifest(m)) => break m,
+            Ok(Event::Blob(_)) => {}
+            Err(_) => return Err(rerr(reference, "pull stopped before the manifest arrived")),
+        }
+    };
+    wait_for(images, rx, &m.config.digest, reference)?;
+    let config =
+        crate::convert::ImageConfigFile::parse(&images.store.read(&m.config.digest)?, reference)?;
+    let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    if diff_ids.len() != m.layers.len() {
+        return Err(Error::Config {
+            reference: reference.to_string(),
+            field: "rootfs.diff_ids".into(),
+            reason: format!("{} diff ids for {} layers", diff_ids.len(), m.layers.len()),
+        });
+    }
+    let chains = manifest::chain_ids(&diff_ids);
+    let mut parent: Option<&str> = None;
+    for (i, chain) in chains.iter().enumerate() {
+        if images.snapshotter.stat(chain)?.is_none() {
+            wait_for(images, rx, &m.layers[i].digest, reference)?;
+            images.unpack_layer(&m.layers[i].digest, &diff_ids[i], chain, parent)?;
+        }
+        parent = Some(chain);
+    }
+    parent
+        .map(str::to_string)
+        .ok_or_else(|| rerr(reference, "image has no layers"))
+}
+
+async fn pull_notify(
+    images: &ImageStore,
+    reference: &str,
+    opts: &PullOptions,
+    notify: Option<&std::sync::mpsc::Sender<Event>>,
+) -> Result<RefEntry> {
     let r: Reference = reference
         .parse()
         .map_err(|e| rerr(reference, format!("invalid reference: {e}")))?;
@@ -208,6 +309,9 @@ pub async fn pull_async(
             Parsed::Manifest(m) => {
                 images.store.put(&digest, &bytes)?;
                 manifest_digest = digest;
+                if let Some(n) = notify {
+                    let _ = n.send(Event::Manifest(m.clone()));
+                }
                 break m;
             }
         }
@@ -218,7 +322,13 @@ pub async fn pull_async(
     all.extend(m.layers.iter());
     let bars = Progress::new(opts.progress);
     futures::stream::iter(all.into_iter().filter(|d| !images.store.has(&d.digest)))
-        .map(|d| fetch_blob(images, &client, &r, d, opts, reference, &bars))
+        .map(|d| async {
+            fetch_blob(images, &client, &r, d, opts, reference, &bars).await?;
+            if let Some(n) = notify {
+                let _ = n.send(Event::Blob(d.digest.clone()));
+            }
+            Ok::<(), Error>(())
+        })
         .buffer_unordered(opts.parallel.max(1))
         .try_collect::<Vec<()>>()
         .await?;

@@ -59,6 +59,70 @@ fn pull_from_registry_then_bundle() {
 }
 
 #[test]
+fn prefetch_unpacks_as_layers_arrive() {
+    assert!(is_root(), "needs root (mounts)");
+    let work = tempdir("prefetch");
+    let layout = write_layout(
+        &work.path().join("layout"),
+        "v1",
+        &test_image_layers(),
+        test_image_config(),
+    );
+    let reg = Registry::start(None);
+    reg.push(&layout.dir, "v1", "rpaas/pre", None);
+    let store = ImageStore::open_overlay(&work.path().join("store")).unwrap();
+    let reference = format!("{}/rpaas/pre:v1", reg.host());
+    let (entry, top) =
+        rpaas_images::registry::prefetch(&store, &reference, &opts(&reg.host())).unwrap();
+    assert_eq!(&top, entry.chain_ids.last().unwrap());
+    for c in &entry.chain_ids {
+        assert!(
+            store.snapshotter.stat(c).unwrap().is_some(),
+            "chain {c} not unpacked"
+        );
+    }
+    // Prefetched: a bundle only takes a snapshot (no new committed snapshots).
+    let before = store.snapshotter.walk().unwrap().len();
+    let bdir = work.path().join("bundle");
+    store.create_bundle(&reference, &bdir, &[]).unwrap();
+    let _g = BundleGuard(&store, bdir.clone());
+    assert_eq!(store.snapshotter.walk().unwrap().len(), before + 1);
+    check_tree(&bdir.join("rootfs"), "hello from rpaas\n");
+}
+
+#[test]
+fn prefetch_reports_the_download_error() {
+    let (blob, diff) = big_layer();
+    let (mut routes, layer) = fake_image(
+        blob,
+        None,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        diff,
+    );
+    let r = routes
+        .get_mut(&format!("/v2/rpaas/fake/blobs/{layer}"))
+        .unwrap();
+    r.cut_at = Some(1000);
+    r.cut_times = 100;
+    r.ranges = false;
+    let fake = FakeRegistry::start(routes);
+    let work = tempdir("prefetch-fail");
+    let store = ImageStore::open_overlay(&work.path().join("store")).unwrap();
+    let e = rpaas_images::registry::prefetch(
+        &store,
+        &format!("{}/rpaas/fake:v1", fake.host()),
+        &opts(&fake.host()),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains(&layer), "{e}");
+    assert!(
+        store.snapshotter.walk().unwrap().is_empty(),
+        "no snapshot for a layer that never arrived"
+    );
+    no_partial_left(&store);
+}
+
+#[test]
 fn pull_with_htpasswd_auth() {
     let work = tempdir("auth");
     let layout = write_layout(

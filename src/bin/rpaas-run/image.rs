@@ -170,15 +170,12 @@ pub fn run(g: &Global, cmd: ImageCommand) -> anyhow::Result<i32> {
         }
         ImageCommand::Prefetch { references, flags } => {
             for reference in references {
-                let e = rpaas_images::registry::pull(
+                let (e, top) = rpaas_images::registry::prefetch(
                     &store,
                     &reference,
                     &pull_options(&reference, &flags),
                 )
                 .with_context(|| format!("prefetch {reference}"))?;
-                let top = store
-                    .unpack(&reference)
-                    .with_context(|| format!("unpack {reference}"))?;
                 println!("{reference} {} {top}", e.manifest);
             }
         }
