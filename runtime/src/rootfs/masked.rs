@@ -57,3 +57,13 @@ pub fn remount_readonly(path: &Path) -> Result<()> {
     let p = path.to_string_lossy();
     remount_bind(&p, MsFlags::MS_RDONLY).map_err(|e| Error::sys(format!("remount {p} read-only"), e))
 }
+
+/// The container's /dev/null if it is the real device (char 1:3, not a
+/// symlink or a planted file), opened without following links.
+pub fn container_devnull(root: &Root) -> Option<std::os::fd::OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let handle = root.resolve_nofollow("/dev/null").ok()?;
+    let meta = std::fs::metadata(fd_path(&handle)).ok()?;
+    let real = meta.file_type().is_char_device() && meta.rdev() == nix::sys::stat::makedev(1, 3);
+    real.then(|| handle.into())
+}

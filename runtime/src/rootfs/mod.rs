@@ -36,8 +36,7 @@ pub struct Plan<'a> {
 
 /// What prepare made that init holds until execve.
 pub struct Prepared {
-    /// The host's real /dev/null, the source of every masked path, so a
-    /// container image cannot swap /dev/null for something else.
+    /// The verified /dev/null that masks paths; kept open until execve.
     _devnull: OwnedFd,
 }
 
@@ -80,6 +79,7 @@ pub fn prepare(plan: &Plan) -> Result<Prepared> {
         }
     }
     devices::setup(&root, plan, dev_is_tmpfs)?;
+    let devnull = masked::container_devnull(&root).unwrap_or(devnull);
     mask_and_protect(&root, plan, &devnull)?;
     Ok(Prepared { _devnull: devnull })
 }
@@ -112,7 +112,8 @@ pub fn finish(plan: &Plan) -> Result<()> {
 /// maskedPaths and readonlyPaths, resolved inside the rootfs before
 /// pivot_root, while the host's /dev/null can still be bind-mounted (a mount
 /// source must be attached to our mount tree, and after pivot the old root is
-/// gone). The source is always the host's real /dev/null, never the image's.
+/// gone). The source is the container's /dev/null only once it is proven to
+/// be the real one (char device 1:3), else the host's.
 fn mask_and_protect(root: &pathrs::Root, plan: &Plan, devnull: &OwnedFd) -> Result<()> {
     if let Some(linux) = plan.spec.linux() {
         for (i, p) in linux.masked_paths().iter().flatten().enumerate() {
