@@ -118,15 +118,18 @@ fn apply_v1_cpuset(
     opts: &ApplyOptions,
     done: &mut Applied,
 ) -> Result<()> {
-    // Ancestors top-down, each with its parent: an empty ancestor (just made, or made by
-    // someone without clone_children) gets its parent's sets; a narrow one is widened.
+    // Walk down to the container, making missing levels; remember each ancestor with its
+    // parent so empty ones can be filled from above.
     let mut parent = root.to_path_buf();
-    let mut chain = Vec::new();
-    for part in cgroup
+    let mut ancestors = Vec::new();
+    let mut created = false;
+    let parts: Vec<_> = cgroup
         .components()
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
-    {
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
         let dir = parent.join(part);
+        created = false;
         if !dir.is_dir() {
             if !opts.create {
                 return Err(Error::Layout {
@@ -135,15 +138,23 @@ fn apply_v1_cpuset(
                 });
             }
             mkdir(&dir)?;
+            created = true;
         }
-        chain.push((parent.clone(), dir.clone()));
+        if i + 1 < parts.len() {
+            ancestors.push((parent.clone(), dir.clone()));
+        }
         parent = dir;
     }
     let leaf = parent;
-    let subtree = descendants(&leaf)?;
+    // A cgroup we just made has no sub-cgroups and empty sets: skip reading them.
+    let subtree = if created {
+        Vec::new()
+    } else {
+        descendants(&leaf)?
+    };
     for (file, want) in [("cpuset.cpus", cpus), ("cpuset.mems", mems)] {
-        // Phase 1, top-down: everything on the way gets at least `want`.
-        for (up, dir) in &chain {
+        // Phase 1, top-down: every ancestor gets at least `want` (an empty one: its parent's).
+        for (up, dir) in &ancestors {
             let current = read_set(&dir.join(file))?;
             if current.is_empty() {
                 let from_parent = read_set(&up.join(file))?.union(want);
@@ -152,24 +163,39 @@ fn apply_v1_cpuset(
                 write(&dir.join(file), &current.union(want).to_string(), done)?;
             }
         }
+        let mut current = if created {
+            IdSet::new()
+        } else {
+            read_set(&leaf.join(file))?
+        };
         if file == "cpuset.mems" && opts.migrate {
             for dir in std::iter::once(&leaf).chain(subtree.iter()) {
                 write(&dir.join("cpuset.memory_migrate"), "1", done)?;
             }
         }
-        for dir in &subtree {
-            let current = read_set(&dir.join(file))?;
+        // Sub-cgroups pin the container's old sets until they move too: widen the container
+        // and them top-down, then narrow them bottom-up before the container.
+        if !subtree.is_empty() {
             if !current.is_empty() && !want.is_subset(&current) {
-                write(&dir.join(file), &current.union(want).to_string(), done)?;
+                current = current.union(want);
+                write(&leaf.join(file), &current.to_string(), done)?;
+            }
+            for dir in &subtree {
+                let sub = read_set(&dir.join(file))?;
+                if !sub.is_empty() && !want.is_subset(&sub) {
+                    write(&dir.join(file), &sub.union(want).to_string(), done)?;
+                }
+            }
+            for dir in subtree.iter().rev() {
+                let sub = read_set(&dir.join(file))?;
+                if !sub.is_empty() && sub != *want {
+                    write(&dir.join(file), &want.to_string(), done)?;
+                }
             }
         }
-        // Phase 2, bottom-up: sub-cgroups, then the container itself, get exactly `want`.
-        for dir in subtree.iter().rev() {
-            if !read_set(&dir.join(file))?.is_empty() {
-                write_if_changed(&dir.join(file), want, done)?;
-            }
+        if current != *want {
+            write(&leaf.join(file), &want.to_string(), done)?;
         }
-        write_if_changed(&leaf.join(file), want, done)?;
     }
     Ok(())
 }
