@@ -44,6 +44,9 @@ mod show;
 pub mod spec;
 pub mod sysctl;
 
+/// The netlink crate our building blocks ([`link`], [`addr`], [`route`]) take handles of.
+pub use rtnetlink;
+
 pub use attach::{attach, Attachment};
 pub use detach::{detach, DetachReport};
 pub use error::{Error, Result};

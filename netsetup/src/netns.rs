@@ -49,14 +49,14 @@ impl Netns {
     }
 
     /// The fd, for IFLA_NET_NS_FD.
-    pub(crate) fn raw_fd(&self) -> i32 {
+    pub fn raw_fd(&self) -> i32 {
         use std::os::fd::AsRawFd;
         self.file.as_raw_fd()
     }
 
-    /// Move the calling thread into this netns. Only ever called on the
-    /// dedicated thread of [`run_dedicated`].
-    pub(crate) fn enter(&self) -> Result<()> {
+    /// Move the calling thread into this netns. Call it only on a thread of
+    /// [`run_dedicated`], which ends afterwards, never on a pooled thread.
+    pub fn enter(&self) -> Result<()> {
         nix::sched::setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| {
             Error::Setns {
                 netns: self.label.clone(),
@@ -76,7 +76,7 @@ pub(crate) fn label_of(ns: Option<&Netns>) -> &str {
 
 /// Run `job` on a new OS thread that owns a current-thread tokio runtime; the
 /// thread ends when `job` returns, whatever netns it entered.
-pub(crate) fn run_dedicated<T, F>(job: F) -> Result<T>
+pub fn run_dedicated<T, F>(job: F) -> Result<T>
 where
     F: FnOnce(&Runtime) -> Result<T> + Send,
     T: Send,
@@ -106,7 +106,7 @@ where
 
 /// Open an rtnetlink connection in the calling thread's current netns. Must be
 /// called inside the runtime (the connection task is spawned on it).
-pub(crate) fn connect(netns: &str) -> Result<rtnetlink::Handle> {
+pub fn connect(netns: &str) -> Result<rtnetlink::Handle> {
     let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| Error::Io {
         netns: netns.to_string(),
         what: "open netlink socket".into(),
