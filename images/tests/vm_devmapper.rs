@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use rpaas_images::snapshot::devmapper::{Config, DevmapperSnapshotter};
+use rpaas_images::snapshot::devmapper::{Config, DeviceState, DevmapperSnapshotter};
 use rpaas_images::snapshot::{Mount, Snapshotter};
 
 fn in_vm() -> bool {
@@ -282,6 +282,56 @@ fn layers_once_containers_isolated_delete_clean() {
 }
 
 #[test]
+fn busy_device_removal_is_deferred_then_finished() {
+    if !in_vm() {
+        return;
+    }
+    let mut env = PoolEnv::new("busy", 256 * MIB, |_| {});
+    make_chain(&env, "chain");
+    let snap = env.snap();
+    let m = snap.prepare("busy", Some("chain")).unwrap();
+    let id = snap.journal().unwrap().devices["busy"].id;
+    let name = snap.dm_name(id);
+    let mounted = Mounted::new(&m, &env.mnt("busy"));
+    // still mounted: EBUSY, retried, then left to the kernel (deferred remove)
+    snap.remove("busy").unwrap();
+    let rec = snap.journal().unwrap().devices["busy"].clone();
+    assert!(
+        matches!(rec.state, DeviceState::Deleting { deferred: true, .. }),
+        "{rec:?}"
+    );
+    assert!(
+        snap.stat("busy").unwrap().is_none(),
+        "a dying snapshot is not listed"
+    );
+    assert!(
+        snap.pool().dev_path(&name).unwrap().is_some(),
+        "still open, still there"
+    );
+    // last close: the kernel removes the dm device; the next operation
+    // deletes the thin device from the pool and drops the record
+    // (the kernel's removal runs from a work queue: don't race it, the next
+    // operation removes the device itself if it is still there)
+    drop(mounted);
+    snap.walk().unwrap();
+    assert!(snap.pool().dev_path(&name).unwrap().is_none());
+    assert!(!snap.journal().unwrap().devices.contains_key("busy"));
+    let ids: BTreeSet<u32> = snap
+        .journal()
+        .unwrap()
+        .devices
+        .values()
+        .map(|d| d.id)
+        .collect();
+    let dump = env.shutdown_and_check();
+    assert!(
+        !dumped_ids(&dump).contains(&id),
+        "thin {id} left in the pool"
+    );
+    assert_eq!(dumped_ids(&dump), ids);
+}
+
+#[test]
 fn no_discard_reaches_the_pool() {
     if !in_vm() {
         return;
@@ -419,8 +469,19 @@ fn leaked_pages(zeroing: bool) -> usize {
 
     let b = dev_of(&snap.prepare("tenant-b", Some("chain")).unwrap());
     let block = env.cfg.block_size;
-    for i in 0..(region as u64 / block) {
-        write_direct(&b, region_off + i * block, &[0xa5u8; 4096]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&b)
+            .unwrap();
+        let page = Aligned::from(&[0xa5u8; 4096]);
+        for i in 0..(region as u64 / block) {
+            f.write_all_at(page.as_slice(), region_off + i * block)
+                .unwrap();
+        }
+        f.sync_all().unwrap();
     }
     eprintln!("after B: {:?}", snap.pool().status().unwrap());
     let back = read_direct(&b, region_off, region);
@@ -494,7 +555,6 @@ fn nearly_full_pool_refuses_new_snapshots_and_keeps_running_ones() {
 #[cfg(feature = "failpoints")]
 mod crash {
     use super::*;
-    use rpaas_images::snapshot::devmapper::DeviceState;
     use std::time::{Duration, Instant};
 
     /// Runs in a child process (see `killed_mid_operation_is_repaired`): opens
