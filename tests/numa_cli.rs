@@ -206,3 +206,63 @@ fn locality_reads_the_cgroup_named_in_the_state_file() {
         "{err}"
     );
 }
+
+/// Removes the v1 cgroups of the rebuild test, children first.
+struct Cgroups(Vec<PathBuf>);
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn rebuild_recovers_the_books_from_running_cgroups() {
+    let cg_root = Path::new("/sys/fs/cgroup");
+    if !cg_root.join("cpuset/cpuset.cpus").exists() {
+        eprintln!("skipped: no cgroup v1 cpuset hierarchy here");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let id = "rpaas-numa-rebuild";
+    let cg = format!("rpaas-numa-cli-rebuild-{}", std::process::id());
+    let cpuset = cg_root.join("cpuset").join(&cg);
+    let memory = cg_root.join("memory").join(&cg);
+    let cpu = cg_root.join("cpu").join(&cg);
+    let _guard = Cgroups(vec![cpuset.clone(), memory.clone(), cpu.clone()]);
+    // What the runtime leaves for a running container: cpuset, quota, memory limit.
+    std::fs::create_dir(&cpuset).unwrap();
+    std::fs::write(cpuset.join("cpuset.cpus"), "0").unwrap();
+    std::fs::write(cpuset.join("cpuset.mems"), "0").unwrap();
+    std::fs::create_dir(&memory).unwrap();
+    std::fs::write(memory.join("memory.limit_in_bytes"), "268435456").unwrap();
+    if cg_root.join("cpu/cpu.cfs_quota_us").exists() {
+        std::fs::create_dir(&cpu).unwrap();
+        std::fs::write(cpu.join("cpu.cfs_quota_us"), "50000").unwrap();
+    }
+    for (ctr, path) in [
+        (id, format!("/{cg}")),
+        ("rpaas-numa-stopped", "/rpaas-numa-gone".into()),
+    ] {
+        std::fs::create_dir(root.path().join(ctr)).unwrap();
+        std::fs::write(
+            root.path().join(ctr).join("state.json"),
+            format!(r#"{{"id":"{ctr}","cgroupPath":"{path}"}}"#),
+        )
+        .unwrap();
+    }
+    let out = json_ok(&rpaas(root.path(), &["numa", "rebuild", "--json"]));
+    let p = &out["placements"][0];
+    assert_eq!(p["id"], id, "{out}");
+    assert_eq!(p["cpus"], "0");
+    assert_eq!(p["node"], 0);
+    assert_eq!(p["memory"], 268435456);
+    if cg_root.join("cpu/cpu.cfs_quota_us").exists() {
+        assert_eq!(p["millicores"], 500);
+    }
+    assert_eq!(out["skipped"][0], "rpaas-numa-stopped");
+    let show = json_ok(&rpaas(root.path(), &["numa", "show", "--json"]));
+    assert_eq!(show["placements"][0]["id"], id);
+}

@@ -109,8 +109,8 @@ impl Placer {
         for p in placements {
             placer.insert(p)?;
         }
-        // Shared cpusets follow from the exclusive ones; recompute rather than trust.
-        placer.refresh_shared(None);
+        // Cpusets are kept as recorded (they are what the cgroups hold); the next exclusive
+        // change on a node reports any shared one that differs from its pool as resized.
         Ok(placer)
     }
 

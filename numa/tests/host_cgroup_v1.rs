@@ -89,7 +89,9 @@ fn read(p: PathBuf) -> String {
 #[test]
 fn apply_a_host_placement_and_allocate_locally() {
     let Some(roots) = v1_roots() else { return };
-    let (mut guard, cg) = Cleanup::new("alloc");
+    let (mut guard, top) = Cleanup::new("alloc");
+    // Two levels, like /rpaas/<id>: the empty v1 parent must be filled before the container.
+    let cg = top.join("ctr");
     let topo = Topology::discover(Path::new("/sys")).unwrap();
     let mut placer = Placer::new(topo);
     let d = placer
@@ -118,6 +120,14 @@ fn apply_a_host_placement_and_allocate_locally() {
         p.mems
     );
     assert_eq!(read(memory.join("memory.swappiness")), "7");
+    let parent = roots.cpuset_dir(&top);
+    let host_cpus = read(PathBuf::from(CG).join("cpuset/cpuset.cpus"));
+    assert_eq!(
+        read(parent.join("cpuset.cpus")),
+        host_cpus,
+        "parent filled from the root"
+    );
+    assert!(!read(parent.join("cpuset.mems")).is_empty());
     // Applying the same again writes no cpuset file (idempotent).
     let again = apply(&roots, &cg, &p.cpus, &p.mems, &ApplyOptions::default()).unwrap();
     assert!(again.writes.is_empty(), "{:?}", again.writes);

@@ -151,15 +151,19 @@ fn place_allocate_and_move() {
     let node1 = topo.nodes[1].id;
     assert_eq!(p.node, Some(node1), "{p:?}");
 
-    let cg = PathBuf::from(format!("/rpaas-numa-vm-{}", std::process::id()));
+    // Two levels like the runtime's /rpaas/<id>: v1 must fill the empty parent first, v2 must
+    // enable the controllers in it.
+    let top = PathBuf::from(format!("/rpaas-numa-vm-{}", std::process::id()));
+    let cg = top.join("ctr");
     let file = PathBuf::from(format!("/dev/shm/rpaas-numa-vm-{}", std::process::id()));
     let mut guard = Guard {
         child: None,
         file: file.clone(),
-        dirs: vec![roots.cpuset_dir(&cg)],
+        dirs: vec![roots.cpuset_dir(&cg), roots.cpuset_dir(&top)],
     };
     if !roots.is_v2() {
         guard.dirs.push(roots.memory_dir(&cg));
+        guard.dirs.push(roots.memory_dir(&top));
         std::fs::create_dir_all(roots.memory_dir(&cg)).expect("memory cgroup");
     }
     let opts = ApplyOptions {

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rpaas_numa::{
-    locality, parse_cpus, parse_size, CgroupRoots, Placer, Policy, Request, StateFile, Topology,
+    locality, observe, parse_cpus, parse_size, rebuild, CgroupRoots, Placer, Policy, Request,
+    StateFile, Topology,
 };
 use serde_json::json;
 
@@ -52,6 +53,16 @@ pub enum NumaCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild the books from the cgroups of the containers under --root (after the state
+    /// file was lost): each `<root>/<id>/state.json` whose cgroup still exists.
+    Rebuild {
+        #[arg(long, default_value = "/sys")]
+        sysfs: PathBuf,
+        #[arg(long, default_value = "/sys/fs/cgroup")]
+        cgroup_root: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-node memory of a container, from its cgroup's memory.numa_stat.
     Locality {
         id: String,
@@ -85,6 +96,11 @@ pub fn run(g: &Global, cmd: NumaCommand) -> anyhow::Result<i32> {
             place(&state, &sysfs, &req, id.as_deref(), json)
         }
         NumaCommand::Release { id, sysfs, json } => release(&state, &sysfs, &id, json),
+        NumaCommand::Rebuild {
+            sysfs,
+            cgroup_root,
+            json,
+        } => rebuild_books(g, &state, &sysfs, &cgroup_root, json),
         NumaCommand::Locality {
             id,
             cgroup_root,
@@ -258,6 +274,55 @@ fn show_locality(g: &Global, id: &str, cgroup_root: &Path, as_json: bool) -> any
             bytes >> 20,
             loc.share(*node) * 100.0
         );
+    }
+    Ok(0)
+}
+
+fn rebuild_books(
+    g: &Global,
+    state: &StateFile,
+    sysfs: &Path,
+    cgroup_root: &Path,
+    as_json: bool,
+) -> anyhow::Result<i32> {
+    let _lock = state.lock()?;
+    let topo = Topology::discover(sysfs)?;
+    let roots = CgroupRoots::detect(cgroup_root)?;
+    let mut observed = Vec::new();
+    let mut skipped = Vec::new();
+    let entries = match std::fs::read_dir(&g.root) {
+        Ok(e) => e.collect::<Result<Vec<_>, _>>()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", g.root.display())),
+    };
+    for entry in entries {
+        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !entry.path().join("state.json").is_file() {
+            continue;
+        }
+        let cgroup = cgroup_of(g, &id)?;
+        if !roots.cpuset_dir(&cgroup).is_dir() {
+            // Stopped or deleted: holds no cpus.
+            skipped.push(id);
+            continue;
+        }
+        observed.push(observe(&roots, &id, &cgroup).with_context(|| format!("container {id}"))?);
+    }
+    let placer = rebuild(topo, observed)?;
+    state.save(placer.placements())?;
+    let placements: Vec<_> = placer.placements().collect();
+    if as_json {
+        let out = json!({ "placements": placements, "skipped": skipped });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for p in &placements {
+            println!("{}: cpus {} mems {}", p.id, p.cpus, p.mems);
+        }
+        for id in &skipped {
+            println!("{id}: no cgroup (not running), skipped");
+        }
     }
     Ok(0)
 }
