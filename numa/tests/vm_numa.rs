@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use rpaas_numa::{
-    apply, locality, ApplyOptions, CgroupRoots, IdSet, Locality, Placer, Policy, Request, Topology,
+    apply, locality, ApplyOptions, CgroupRoots, IdSet, Locality, Placer, Policy, Request, SwapMax,
+    Topology,
 };
 
 const CHILD_ENV: &str = "RPAAS_NUMA_VM_CHILD";
@@ -169,12 +170,23 @@ fn place_allocate_and_move() {
     let opts = ApplyOptions {
         create: true,
         swappiness: (!roots.is_v2()).then_some(10),
+        swap_max: roots.is_v2().then_some(SwapMax::Bytes(0)),
         ..Default::default()
     };
     let done = apply(&roots, &cg, &p.cpus, &p.mems, &opts).expect("apply placement");
     for w in &done.writes {
         println!("vm_numa: wrote {} = {}", w.path.display(), w.value);
     }
+
+    // The swap knob of each version, as written (v1 swappiness, v2 swap.max).
+    let (knob, want) = if roots.is_v2() {
+        ("memory.swap.max", "0")
+    } else {
+        ("memory.swappiness", "10")
+    };
+    let knob_path = roots.memory_dir(&cg).join(knob);
+    let got = std::fs::read_to_string(&knob_path).expect("read swap knob");
+    assert_eq!(got.trim(), want, "{}", knob_path.display());
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(CHILD_ENV, &file)
