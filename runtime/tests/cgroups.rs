@@ -479,12 +479,45 @@ fn blkio_weight_and_throttle() {
     assert!(got.contains(&want), "{file}: {got}");
 }
 
+/// On hybrid, the hugetlb fallback enables "+hugetlb" in the cgroup2 root's subtree_control, a
+/// host-wide setting (while it is on, `mount -t cgroup -o hugetlb` fails with EBUSY, which is
+/// what crun's test setup needs). Put it back as the test found it.
+struct RestoreHybridHugetlb(Option<PathBuf>);
+
+impl RestoreHybridHugetlb {
+    fn new() -> Self {
+        let Layout::V1 {
+            unified: Some(u), ..
+        } = layout()
+        else {
+            return Self(None);
+        };
+        let f = u.join("cgroup.subtree_control");
+        let was_on = std::fs::read_to_string(&f)
+            .map(|s| s.split_whitespace().any(|c| c == "hugetlb"))
+            .unwrap_or(true);
+        Self((!was_on).then_some(f))
+    }
+}
+
+impl Drop for RestoreHybridHugetlb {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            if let Err(e) = std::fs::write(f, "-hugetlb") {
+                eprintln!("restore {}: {e}", f.display());
+            }
+        }
+    }
+}
+
 #[test]
 fn hugetlb_limit() {
     skip_unless!(
         Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists(),
         "no 2MB huge pages"
     );
+    // Declared before the cgroup so it runs after the cgroup is gone.
+    let _restore = RestoreHybridHugetlb::new();
     let t = TestCg::new("hugetlb");
     let r = res(&format!(
         r#"{{"hugepageLimits":[{{"pageSize":"2MB","limit":{}}}]}}"#,
