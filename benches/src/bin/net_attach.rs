@@ -7,6 +7,7 @@
 //!  * a CNI-like sequence in-process over netlink: veth created in the host
 //!    netns, the peer moved into the container netns, then configured there
 //!    (what the reference bridge plugin does), instead of creating it in place.
+//!
 //! Then 100 containers attached to one bridge: total and median per attach.
 //! Everything happens in namespaces named rpaas-bench-*; the host's own network
 //! is not touched. Run as root: `cargo run --release -p rpaas-benches --bin net_attach`.
