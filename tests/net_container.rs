@@ -370,6 +370,51 @@ fn http_both_ways(runtime_bin: PathBuf, macvlan: bool) {
         ],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "300\n512\n");
+
+    // Teardown through the CLI: the container, then its network; nothing of
+    // ours is left in the host netns or the app netns.
+    let st = rt
+        .cmd()
+        .args(["delete", "--force", &id])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "delete --force {id}");
+    let out = Command::new(rpaas_run_bin())
+        .args([
+            "net",
+            "detach",
+            "--netns",
+            &app_path,
+            "--host-netns",
+            &host_path,
+            "--id",
+            &id,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "net detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let host_links = sh(&["ip", "-n", &lan.host.0, "-o", "link"]);
+    assert!(
+        !host_links.contains("rpv"),
+        "host end left behind: {host_links}"
+    );
+    let app_links = sh(&["ip", "-n", &app.0, "-o", "link"]);
+    assert_eq!(
+        app_links.lines().count(),
+        1,
+        "only lo may remain: {app_links}"
+    );
+    let show = Command::new(rpaas_run_bin())
+        .args(["net", "show", "--netns", &app_path, "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).expect("net show --json");
+    assert_eq!(v["links"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
 #[test]
