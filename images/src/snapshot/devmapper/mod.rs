@@ -42,8 +42,11 @@ use crate::{Error, Result};
 /// Where the pool comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolSource {
-    /// An existing, active thin pool (e.g. LVM's `vg-thinpool-tpool`). It must
-    /// show `ignore_discard`.
+    /// An existing, active thin pool made for rpaas (e.g. with dmsetup on a
+    /// real block device). It must show `ignore_discard`, and it must be
+    /// dedicated to this snapshotter: we own its thin ids and bump its
+    /// transaction id on every change, so an LVM-managed pool (whose
+    /// transaction ids LVM owns) would be confused by it.
     Existing(String),
     /// A pool on sparse `data` + `metadata` files in `dir`, `size` bytes of
     /// data: created on first use, re-attached after a reboot.
