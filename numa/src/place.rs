@@ -375,7 +375,10 @@ impl Placer {
             return Ok((p, Some(note)));
         }
         let i = (0..self.topo.nodes.len())
-            .filter(|&i| !self.shared_pool(self.topo.nodes[i].id).is_empty())
+            .filter(|&i| {
+                let node = &self.topo.nodes[i];
+                node.mem_total > 0 && !self.shared_pool(node.id).is_empty()
+            })
             .max_by(|&a, &b| {
                 self.score(a)
                     .total_cmp(&self.score(b))
