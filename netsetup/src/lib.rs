@@ -18,6 +18,8 @@
 //! Each call runs on a fresh OS thread that enters the host netns (if given),
 //! opens a netlink socket there, enters the container netns, opens a second
 //! socket there, writes /proc/sys/net from there, and ends. Nothing forks.
+//! The public calls block until that thread is done: from async code (the
+//! agent's tokio runtime) call them through `spawn_blocking`.
 //!
 //! # Names and idempotency
 //! Host-side names derive from the container id ([`names`]); every interface we
