@@ -370,6 +370,7 @@ impl Container {
                 Step::Cgroup { path } => {
                     let cg = Cgroup::new(&self.state.id, Some(path))?;
                     cg.destroy()?;
+                    crate::cgroups::remove_if_empty(crate::cgroups::DEFAULT_PREFIX);
                 }
                 Step::HostMount { path } => {
                     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);

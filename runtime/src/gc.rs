@@ -65,16 +65,17 @@ pub fn gc(root: &Path, all_stopped: bool) -> Result<Report> {
             }
         }
     }
-    for child in cgroups::list_children("/rpaas").unwrap_or_default() {
-        let path = format!("/rpaas/{child}");
-        if known.iter().any(|k| k == &path) || root.join(&child).exists() {
+    for path in cgroups::list_children(cgroups::DEFAULT_PREFIX).unwrap_or_default() {
+        let id = path.rsplit('/').next().unwrap_or_default().to_string();
+        if known.iter().any(|k| k == &path) || root.join(&id).exists() {
             continue;
         }
-        match remove_cgroup(&child, &path) {
+        match remove_cgroup(&id, &path) {
             Ok(()) => report.removed_cgroups.push(path),
             Err(e) => report.errors.push(format!("cgroup {path}: {}", e.chain())),
         }
     }
+    cgroups::remove_if_empty(cgroups::DEFAULT_PREFIX);
     Ok(report)
 }
 

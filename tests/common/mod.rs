@@ -25,9 +25,15 @@ pub fn busybox_rootfs(dir: &Path) {
         std::fs::create_dir_all(dir.join(d)).expect("mkdir rootfs dir");
     }
     let busybox = Path::new("/bin/busybox");
-    assert!(busybox.exists(), "busybox-static is not installed (apt-get install busybox-static)");
+    assert!(
+        busybox.exists(),
+        "busybox-static is not installed (apt-get install busybox-static)"
+    );
     std::fs::copy(busybox, dir.join("bin/busybox")).expect("copy busybox");
-    let list = Command::new(busybox).arg("--list-full").output().expect("busybox --list-full");
+    let list = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .expect("busybox --list-full");
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let applet = applet.trim();
         if applet.is_empty() || applet == "bin/busybox" {
@@ -39,8 +45,11 @@ pub fn busybox_rootfs(dir: &Path) {
         }
         let _ = std::os::unix::fs::symlink("/bin/busybox", &link);
     }
-    std::fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777))
-        .expect("chmod tmp");
+    std::fs::set_permissions(
+        dir.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod tmp");
     std::fs::write(
         dir.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
@@ -56,8 +65,9 @@ pub fn busybox_rootfs(dir: &Path) {
 /// A default OCI config.json, close to `runc spec`, running `args` as root.
 /// Tests mutate the returned JSON before writing it.
 pub fn default_config(args: &[&str]) -> serde_json::Value {
+    // 1.0.2: crun 1.8 (a peer in the tests) refuses newer versions.
     serde_json::json!({
-        "ociVersion": "1.2.0",
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
             "user": {"uid": 0, "gid": 0},
@@ -102,7 +112,10 @@ pub struct Bundle {
 
 impl Bundle {
     pub fn new(config: &serde_json::Value) -> Bundle {
-        let dir = tempfile::Builder::new().prefix("rpaas-test-bundle").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("rpaas-test-bundle")
+            .tempdir()
+            .expect("tempdir");
         busybox_rootfs(&dir.path().join("rootfs"));
         let b = Bundle { dir };
         b.write_config(config);
@@ -125,24 +138,56 @@ impl Bundle {
 
 /// A state root for one test (so tests don't see each other's containers).
 pub fn state_root() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("rpaas-test-root").tempdir_in("/run").expect("tempdir in /run")
+    tempfile::Builder::new()
+        .prefix("rpaas-test-root")
+        .tempdir_in("/run")
+        .expect("tempdir in /run")
 }
 
 /// A container id unique to this process and call site.
 pub fn unique_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Run `rpaas-run --root ROOT args…` and capture its output.
+///
+/// Output goes through files, not pipes: a container made by `create` or
+/// `run -d` inherits the runtime's stdout/stderr (as with runc), so a pipe
+/// would only reach EOF when the container exits.
 pub fn rpaas(root: &Path, args: &[&str]) -> Output {
-    Command::new(rpaas_run_bin())
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("spawn rpaas-run")
+    let mut cmd = Command::new(rpaas_run_bin());
+    cmd.arg("--root").arg(root).args(args);
+    run_to_files(&mut cmd)
+}
+
+/// Run a command with stdout/stderr in temp files; wait for the command only.
+pub fn run_to_files(cmd: &mut Command) -> Output {
+    let out = tempfile::tempfile().expect("temp stdout");
+    let err = tempfile::tempfile().expect("temp stderr");
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .status()
+        .expect("spawn");
+    let read = |mut f: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.rewind().expect("rewind");
+        f.read_to_end(&mut v).expect("read");
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
 }
 
 /// Like [`rpaas`], panicking with stderr when the command fails.

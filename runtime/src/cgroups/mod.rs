@@ -241,6 +241,19 @@ pub fn list_children(prefix: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Remove the directory `prefix` ("/rpaas") from every hierarchy where it is
+/// empty, so that deleting the last container leaves no trace. Busy or
+/// non-empty directories are left alone (another container lives there).
+pub fn remove_if_empty(prefix: &str) {
+    let Ok(prefix) = normalize(prefix) else { return };
+    let rel = prefix.trim_start_matches('/');
+    if let Ok(layout) = layout() {
+        for root in layout.roots() {
+            let _ = std::fs::remove_dir(root.join(rel));
+        }
+    }
+}
+
 /// Normalises a cgroupsPath to "/a/b": no empty, "." or ".." components (a ".." would escape
 /// the hierarchy root), not the root itself.
 fn normalize(p: &str) -> Result<String> {

@@ -38,7 +38,13 @@ pub fn main(args: InitArgs, sync: Channel) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let _ = sync.send(&ChildMsg::Failed(err.chain()));
+    // Before Commit the runtime reports it; after, only our stderr can.
+    if sync.send(&ChildMsg::Failed(err.chain())).is_err() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("rpaas-run: container {}: {}\n", args.id, err.chain()).as_bytes(),
+        );
+    }
     // SAFETY: leaving the child without running the parent's destructors or atexit handlers.
     unsafe { libc::_exit(1) }
 }
@@ -140,9 +146,12 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     let first = 3 + a.preserve_fds;
     security::cloexec_fds_from(first, &[sync.raw(), a.fifo.as_raw_fd()])?;
 
+    // From here on a dead runtime shows up as EOF on the sync socket (we then
+    // leave): the parent-death signal would also fire when the runtime exits
+    // normally right after Commit, before we could clear it.
+    nix::sys::prctl::set_pdeathsig(None).map_err(|e| Error::sys("clear parent-death signal", e))?;
     sync.send(&ChildMsg::Ready)?;
     wait_for(sync, "commit")?;
-    nix::sys::prctl::set_pdeathsig(None).map_err(|e| Error::sys("clear parent-death signal", e))?;
 
     // Block until `start` opens the fifo for reading (runc's exec.fifo protocol).
     let fifo_path = format!("/proc/self/fd/{}", a.fifo.as_raw_fd());

@@ -132,6 +132,9 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
 
     nix::unistd::mkfifo(&dir.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::sys(format!("mkfifo {}", dir.fifo().display()), e))?;
+    // The umask took away "others may write": init may run as any user.
+    std::fs::set_permissions(dir.fifo(), std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .map_err(|e| Error::io("chmod", dir.fifo(), e))?;
     let fifo: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)

@@ -78,7 +78,6 @@ pub fn setup(root: &Root, plan: &Plan, dev_is_tmpfs: bool) -> Result<()> {
             ("/dev/stdin", "/proc/self/fd/0"),
             ("/dev/stdout", "/proc/self/fd/1"),
             ("/dev/stderr", "/proc/self/fd/2"),
-            ("/dev/core", "/proc/kcore"),
             ("/dev/ptmx", "pts/ptmx"),
         ] {
             match root.create(link, &InodeType::Symlink(PathBuf::from(target))) {

@@ -130,8 +130,8 @@ pub fn ensure_file(root: &Root, dest: &Path) -> Result<Handle> {
         .map_err(|e| Error::Other(format!("resolve {} in rootfs: {e}", dest.display())))
 }
 
-/// `type: cgroup`: a tmpfs with one cgroup mount per v1 hierarchy (hybrid:
-/// plus the unified one), or one cgroup2 mount on v2. In a cgroup namespace
+/// `type: cgroup`: a tmpfs with one cgroup mount per v1 hierarchy, or one
+/// cgroup2 mount on v2. In a cgroup namespace
 /// each shows the container's own subtree.
 fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &MountOptions) -> Result<()> {
     let layout = crate::cgroups::layout()?;
@@ -143,7 +143,8 @@ fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &Moun
             mount(Some("cgroup2"), fd_path(&target).as_str(), Some("cgroup2"), opts.flags, None::<&str>)
                 .map_err(|e| Error::sys(format!("{field}: mount cgroup2 on {}", dest.display()), e))?;
         }
-        crate::cgroups::Layout::V1 { hierarchies, unified, .. } => {
+        // The hybrid host's unified mount is not shown, as runc and crun do not.
+        crate::cgroups::Layout::V1 { hierarchies, .. } => {
             mount(
                 Some("tmpfs"),
                 fd_path(&target).as_str(),
@@ -163,12 +164,6 @@ fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &Moun
                 let data = h.controllers.join(",");
                 mount(Some("cgroup"), fd_path(&t).as_str(), Some("cgroup"), opts.flags, Some(data.as_str()))
                     .map_err(|e| Error::sys(format!("{field}: mount cgroup {data} on {}", sub.display()), e))?;
-            }
-            if unified.is_some() {
-                let sub = dest.join("unified");
-                let t = ensure_dir(root, &sub)?;
-                mount(Some("cgroup2"), fd_path(&t).as_str(), Some("cgroup2"), opts.flags, None::<&str>)
-                    .map_err(|e| Error::sys(format!("{field}: mount cgroup2 on {}", sub.display()), e))?;
             }
             if opts.flags.contains(MsFlags::MS_RDONLY) {
                 let again = root
