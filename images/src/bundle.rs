@@ -67,7 +67,9 @@ impl ImageStore {
         let path = dir.join("config.json");
         let bytes = serde_json::to_vec_pretty(&spec)
             .map_err(|e| Error::Other(format!("encode config.json: {e}")))?;
-        crate::store::write_atomic(&path, &bytes)?;
+        // No fsync: after a crash the rootfs mount is gone too, so the bundle has to be
+        // prepared again anyway; readers still never see a half-written file.
+        crate::store::write_replace(&path, &bytes, false)?;
         Ok(path)
     }
 

@@ -97,6 +97,13 @@ impl ImageStore {
     /// (the committed snapshot containers are prepared on).
     pub fn unpack(&self, name: &str) -> Result<String> {
         let r = self.store.get_ref(name)?;
+        // Fast path (every create of a prefetched image): a committed top chain
+        // implies all below it, since only committed snapshots can be parents.
+        if let Some(top) = r.chain_ids.last() {
+            if matches!(self.snapshotter.stat(top)?, Some(i) if i.kind == Kind::Committed) {
+                return Ok(top.clone());
+            }
+        }
         let config = self.config_of(&r.config, name)?;
         let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
         let mut parent: Option<String> = None;

@@ -249,14 +249,21 @@ impl Store {
 
 /// Write `bytes` to `path` atomically: temp file in the same dir, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_replace(path, bytes, true)
+}
+
+/// Replace `path` atomically for readers; fsync only when it must survive a crash.
+pub fn write_replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| Error::io("create temp file in", dir, e))?;
     tmp.write_all(bytes)
         .map_err(|e| Error::io("write", tmp.path(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io("fsync", tmp.path(), e))?;
+    if durable {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", tmp.path(), e))?;
+    }
     tmp.persist(path)
         .map_err(|e| Error::io("rename into place", path, e.error))?;
     Ok(())

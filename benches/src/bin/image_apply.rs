@@ -2,7 +2,7 @@
 //! on the same ~200 MB layer of real files (from /usr). Prints medians and the
 //! ratio rpaas/tar (target ≥ 0.9).
 //!
-//! `cargo run --release -p rpaas-benches --bin image_apply [-- MB RUNS]`
+//! `cargo run --release -p rpaas-benches --bin image_apply [-- MB RUNS]` (env RPAAS_BENCH_DIR: where to unpack)
 
 #[path = "../image_support.rs"]
 mod support;
