@@ -331,6 +331,56 @@ fn busy_device_removal_is_deferred_then_finished() {
     assert_eq!(dumped_ids(&dump), ids);
 }
 
+/// Loop devices whose backing file lies under `dir`.
+fn loops_backing(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/sys/block").unwrap().flatten() {
+        if let Ok(b) = fs::read_to_string(e.path().join("loop/backing_file")) {
+            if Path::new(b.trim_end()).starts_with(dir) {
+                v.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn loopback_pool_comes_back_after_a_reboot() {
+    if !in_vm() {
+        return;
+    }
+    let mut env = PoolEnv::new("reboot", 256 * MIB, |_| {});
+    make_chain(&env, "chain");
+    let m = env.snap().prepare("ctr", Some("chain")).unwrap();
+    {
+        let _m = Mounted::new(&m, &env.mnt("ctr"));
+        fs::write(env.mnt("ctr").join("state"), "kept").unwrap();
+    }
+    // "reboot": every dm device goes, and with it the loop devices (autoclear)
+    env.snap.take().unwrap().shutdown().unwrap();
+    let pool_dir = env.dir.path().join("pool");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !loops_backing(&pool_dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "loop devices left: {:?}",
+            loops_backing(&pool_dir)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // start again: the files are attached again, the pool and its thin
+    // devices are found as they were
+    env.snap = Some(DevmapperSnapshotter::new(env.cfg.clone()).unwrap());
+    assert_eq!(loops_backing(&pool_dir).len(), 2);
+    let m = env.snap().mounts("ctr").unwrap();
+    let _m = Mounted::new(&m, &env.mnt("ctr"));
+    assert_eq!(
+        fs::read_to_string(env.mnt("ctr").join("state")).unwrap(),
+        "kept"
+    );
+    assert!(env.mnt("ctr").join("etc/os-release").exists());
+}
+
 #[test]
 fn no_discard_reaches_the_pool() {
     if !in_vm() {
