@@ -432,3 +432,134 @@ fn http_both_ways_macvlan_mode_rpaas_run() {
 fn http_both_ways_bridge_mode_runc_peer() {
     http_both_ways(PathBuf::from("/usr/sbin/runc"), false);
 }
+
+/// The CLI's flags reach the kernel, and its errors name the interface, the
+/// netns and the reason, leaving nothing behind.
+#[test]
+fn net_cli_flags_and_errors() {
+    let lan = Lan::new();
+    let app = Ns::new("cli");
+    let id = unique_id("rpaas-net-cli");
+    let (app_path, host_path) = (app.path(), lan.host.path());
+    let net = |args: &[&str]| {
+        Command::new(rpaas_run_bin())
+            .args(["net"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let base = [
+        "--netns",
+        &app_path,
+        "--host-netns",
+        &host_path,
+        "--id",
+        &id,
+    ];
+
+    let out = net(&[
+        &["attach"][..],
+        &base,
+        &["--macvlan", "rpnope9", "--ip", "10.231.1.9/24"],
+    ]
+    .concat());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in ["rpnope9", "not found", &host_path, "eth0"] {
+        assert!(err.contains(want), "{err:?} lacks {want:?}");
+    }
+    let out = net(&[
+        &["attach"][..],
+        &base,
+        &[
+            "--bridge",
+            "rpbr0",
+            "--ip",
+            "10.231.0.9/24",
+            "--mtu",
+            "9000",
+        ],
+    ]
+    .concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MTU 9000") && err.contains("1500") && err.contains(&app_path),
+        "{err}"
+    );
+    let out = net(&[
+        &["attach"][..],
+        &base,
+        &[
+            "--bridge",
+            "rpbr0",
+            "--ip",
+            "10.231.0.9/24",
+            "--sysctl",
+            "kernel.x=1",
+        ],
+    ]
+    .concat());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sysctls.kernel.x"));
+    assert_eq!(
+        sh(&["ip", "-n", &app.0, "-o", "link"]).lines().count(),
+        1,
+        "nothing left after failures"
+    );
+
+    let out = net(&[
+        &["attach"][..],
+        &base,
+        &[
+            "--bridge",
+            "rpbr0",
+            "--ip",
+            "10.231.0.9/24",
+            "--ip",
+            "fd00:231::9/64",
+            "--gw",
+            "10.231.0.1",
+            "--route",
+            "10.77.0.0/16",
+            "via",
+            "10.231.0.1",
+            "--mac",
+            "02:00:00:00:00:99",
+            "--mtu",
+            "1400",
+            "--sysctl",
+            "net.ipv4.tcp_keepalive_time=60",
+            "--json",
+        ],
+    ]
+    .concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("attach --json");
+    assert_eq!(v["mac"], "02:00:00:00:00:99");
+    assert_eq!(v["mtu"], 1400);
+    let routes = sh(&["ip", "-n", &app.0, "route"]);
+    assert!(
+        routes.contains("default via 10.231.0.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.77.0.0/16 via 10.231.0.1 dev eth0"),
+        "{routes}"
+    );
+    let ka = app.exec(&["cat", "/proc/sys/net/ipv4/tcp_keepalive_time"]);
+    assert_eq!(String::from_utf8_lossy(&ka.stdout).trim(), "60");
+    let out = net(&[&["detach"][..], &base].concat());
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed"));
+    // Idempotent, and fine once the netns is gone.
+    drop(app);
+    let out = net(&[&["detach"][..], &base].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
