@@ -419,3 +419,63 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
     let e = rpaas_netsetup::Netns::open("/run/netns/rpaas-does-not-exist").unwrap_err();
     assert!(e.to_string().contains("/run/netns/rpaas-does-not-exist"));
 }
+
+#[test]
+fn the_callers_thread_stays_in_its_netns_even_inside_a_tokio_runtime() {
+    let lan = Lan::new();
+    let c = Ns::new("thr");
+    let cid = id("thr");
+    let before = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    // An agent calls us from async code; our runtime lives on our own thread,
+    // so this nests nothing.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = rt.block_on(async {
+        attach(
+            &c.open(),
+            Some(&lan.host.open()),
+            &bridge_spec(&cid, "10.231.0.81/24", "fd00:231::81/64"),
+        )
+    });
+    assert!(a.is_ok(), "{a:?}");
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        before
+    );
+    show(&c.open(), &[]).unwrap();
+    detach(Some(&c.open()), Some(&lan.host.open()), &cid).unwrap();
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        before
+    );
+    assert_eq!(std::fs::read_link("/proc/self/ns/net").unwrap(), before);
+}
+
+#[test]
+fn a_netns_given_as_an_fd_works_like_a_path() {
+    let lan = Lan::new();
+    let c = Ns::new("fd");
+    let cid = id("fd");
+    let fd: std::os::fd::OwnedFd = std::fs::File::open(c.path()).unwrap().into();
+    let ns = rpaas_netsetup::Netns::from_fd(fd, "container fd");
+    attach(
+        &ns,
+        Some(&lan.host.open()),
+        &bridge_spec(&cid, "10.231.0.82/24", "fd00:231::82/64"),
+    )
+    .unwrap();
+    assert!(lan.other.ping("10.231.0.82"));
+    let err = attach(&ns, Some(&lan.host.open()), &{
+        let mut s = bridge_spec(&id("fd2"), "10.231.0.83/24", "fd00:231::83/64");
+        s.mtu = Some(9000);
+        s
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("container fd"),
+        "the label names the netns: {err}"
+    );
+    detach(Some(&ns), Some(&lan.host.open()), &cid).unwrap();
+}
