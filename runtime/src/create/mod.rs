@@ -129,6 +129,7 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         }
         cg.apply(&res)?;
     }
+    failpoint::crash("create::resources-applied");
 
     nix::unistd::mkfifo(&dir.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::sys(format!("mkfifo {}", dir.fifo().display()), e))?;
@@ -142,6 +143,7 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         .map_err(|e| Error::io("open", dir.fifo(), e))?
         .into();
     let console = opts.console_socket.as_deref().map(crate::console::connect).transpose()?;
+    failpoint::crash("create::fifo-made");
 
     let ctx = Spawn {
         opts,
@@ -286,6 +288,7 @@ fn commit(ctx: &Spawn, dir: &Dir, st: &mut State, init: InitChild, keeper: Optio
         .map(|(f, p)| (namespaces::proc_name(*f).to_string(), p.clone()))
         .collect();
     dir.write_state(st)?;
+    failpoint::crash("create::committed");
     if let Some(pf) = &ctx.opts.pid_file {
         write_pid_file(pf, pid)?;
     }
@@ -324,6 +327,7 @@ fn spawn_with_keeper(ctx: &Spawn, dir: &Dir, st: &mut State, lock: state::Lock) 
         nix::unistd::ForkResult::Parent { child } => {
             drop(report_w);
             drop(log_pipes);
+            failpoint::crash("create::keeper-forked");
             let mut answer = String::new();
             let _ = report_r.read_to_string(&mut answer);
             if let Some(err) = answer.strip_prefix("err:") {
@@ -362,6 +366,7 @@ fn keeper_child(
 ) -> i32 {
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_child_subreaper(true);
+    failpoint::crash("keeper::started");
     // init's stdout/stderr become the pipes the keeper drains into the log file.
     let mut readers = None;
     if let Some(((out_r, out_w), (err_r, err_w))) = log_pipes {
@@ -384,6 +389,7 @@ fn keeper_child(
     let init_pid = match result {
         Ok(pid) => {
             let _ = report.write_all(b"ok");
+            failpoint::crash("keeper::reported");
             pid
         }
         Err(e) => {
