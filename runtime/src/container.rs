@@ -171,6 +171,7 @@ impl Container {
             return Err(self.wrong_state("start", status));
         }
         let init = self.live_init().ok_or_else(|| self.wrong_state("start", Status::Stopped))?;
+        failpoint::crash("start::begin");
         let fifo_path = self.dir.fifo();
         let fifo = std::fs::OpenOptions::new()
             .read(true)
@@ -351,6 +352,11 @@ impl Container {
                 nix::unistd::Pid::from_raw(init.pid),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
             );
+        }
+        // The keeper writes the exit record right after init's death: let it
+        // finish, or it would race with the removal of the state dir.
+        if let Some(k) = self.state.keeper.filter(|k| k.is_alive()) {
+            hooks::wait_exit(k.pid, 2000);
         }
         // Processes leave the cgroup asynchronously after SIGKILL.
         if let Some(cg) = &cg {

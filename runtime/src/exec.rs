@@ -11,7 +11,7 @@ use oci_spec::runtime::Process;
 
 use crate::container::{Container, Status};
 use crate::create::sync::{self, ChildMsg, ParentMsg};
-use crate::{console, hooks, namespaces, process, security};
+use crate::{console, failpoint, hooks, namespaces, process, security};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -92,6 +92,7 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(child_end);
+            failpoint::crash("exec::forked");
             let reap = |code| {
                 let _ = nix::sys::wait::waitpid(child, None);
                 code
@@ -102,6 +103,7 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
                     return reap(Err(e));
                 }
             }
+            failpoint::crash("exec::in-cgroup");
             parent_end.send(&ParentMsg::Go)?;
             // The child's end closes at a successful execve (close-on-exec).
             match parent_end.recv::<ChildMsg>()? {
@@ -113,6 +115,7 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
                 }
                 Some(_) | None => {}
             }
+            failpoint::crash("exec::started");
             if let Some(pf) = &opts.pid_file {
                 let tmp = pf.with_extension("rpaas-tmp");
                 std::fs::write(&tmp, child.as_raw().to_string()).map_err(|e| Error::io("write pid file", &tmp, e))?;

@@ -76,6 +76,8 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // FAILPOINTS=name=return (builds with the `failpoints` feature only): crash tests.
+    rpaas_runtime::failpoint::setup_from_env();
     oci::init_logging(&cli.global);
     let result = match cli.command {
         Command::Oci(cmd) => oci::run(&cli.global, cmd),
