@@ -757,6 +757,19 @@ mod crash {
                 "orphan dm device after {fp}"
             );
         }
+        // an error (not a crash) after the pool message is undone in-process
+        fail::cfg("devmapper::create::messaged", "return").unwrap();
+        let err = env.snap().prepare("failing", Some("chain")).unwrap_err();
+        fail::remove("devmapper::create::messaged");
+        assert!(err.to_string().contains("fail point"), "{err}");
+        assert!(!env
+            .snap()
+            .journal()
+            .unwrap()
+            .devices
+            .contains_key("failing"));
+        assert!(active_devices(env.snap()).is_empty());
+
         // a fresh snapshotter (a restart) sees a consistent pool and works
         let cfg = env.cfg.clone();
         env.snap.take().unwrap();
