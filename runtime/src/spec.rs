@@ -25,12 +25,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
 pub fn load(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-    parse_json(&bytes, "config.json")
+    parse_config(&bytes)
+}
+
+/// Parse config.json: names (capabilities, rlimits, seccomp actions) are
+/// checked on the raw JSON first, because oci-spec's own errors for unknown
+/// names do not say which entry is wrong.
+pub fn parse_config(bytes: &[u8]) -> Result<Spec> {
+    let raw: serde_json::Value = parse_json(bytes, "config.json")?;
+    crate::security::check_raw_config(&raw)?;
+    parse_json(bytes, "config.json")
 }
 
 /// Read a process.json for `exec --process`.
 pub fn load_process(path: &Path) -> Result<Process> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let raw: serde_json::Value = parse_json(&bytes, "process")?;
+    crate::security::check_raw_process(&raw)?;
     parse_json(&bytes, "process")
 }
 

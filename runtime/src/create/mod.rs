@@ -55,14 +55,14 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
     let config_bytes = std::fs::read(bundle.join("config.json"))
         .map_err(|e| Error::io("read", bundle.join("config.json"), e))?;
-    let spec: Spec = spec::parse_json(&config_bytes, "config.json")?;
+    let spec = spec::parse_config(&config_bytes)?;
     spec::validate(&spec)?;
     let rootfs = spec::rootfs_path(&bundle, &spec)?;
     let linux = spec.linux().as_ref();
     let proc_spec = spec.process().as_ref().ok_or_else(|| Error::spec("process", "missing"))?;
     let process = process::Plan::from_spec(proc_spec, linux.and_then(|l| l.seccomp().as_ref()), "process")?;
     let ns = namespaces::Plan::from_spec(linux.and_then(|l| l.namespaces().as_ref()));
-    validate_sysctls(&spec, &ns)?;
+    validate_sysctls(&spec)?;
     if process.terminal && opts.console_socket.is_none() {
         return Err(Error::spec("process.terminal", "true, but no --console-socket was given"));
     }
@@ -476,34 +476,15 @@ fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-fn validate_sysctls(spec: &Spec, ns: &namespaces::Plan) -> Result<()> {
+fn validate_sysctls(spec: &Spec) -> Result<()> {
     let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
         return Ok(());
     };
-    let net_path = ns
-        .join
-        .iter()
-        .find(|(f, _)| *f == CloneFlags::CLONE_NEWNET)
-        .map(|(_, p)| p.clone());
-    let flags = security::NsFlags {
-        ipc: ns.has(CloneFlags::CLONE_NEWIPC),
-        uts: ns.has(CloneFlags::CLONE_NEWUTS),
-        net: ns.has(CloneFlags::CLONE_NEWNET),
-        net_is_host: net_path.as_deref().is_some_and(is_host_netns),
-        ..Default::default()
-    };
+    let flags = security::NsFlags::from_spec(spec)?;
     for (k, v) in sysctls {
         security::validate_sysctl(k, v, &flags)?;
     }
     Ok(())
-}
-
-fn is_host_netns(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), std::fs::metadata("/proc/1/ns/net")) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        _ => false,
-    }
 }
 
 /// The OCI state document (what `state` prints and hooks read on stdin).

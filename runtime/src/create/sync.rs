@@ -2,7 +2,7 @@
 //! process) over a SOCK_SEQPACKET socketpair: one message per datagram, JSON
 //! encoded, so neither side can read half a message or two at once.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
@@ -55,21 +55,6 @@ pub fn pair() -> Result<(Channel, Channel)> {
 impl Channel {
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.fd.as_fd()
-    }
-
-    /// Rebuild a channel from an inherited raw fd.
-    ///
-    /// # Safety
-    /// `fd` must be an open socket owned by nobody else.
-    pub unsafe fn from_raw(fd: RawFd) -> Channel {
-        Channel {
-            fd: OwnedFd::from_raw_fd(fd),
-        }
     }
 
     pub fn send<T: Serialize>(&self, msg: &T) -> Result<()> {

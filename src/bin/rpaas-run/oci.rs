@@ -270,8 +270,9 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
         OciCommand::Wait { id } => {
             let c = Container::load(root, &id)?;
             let rec = c.wait(None)?;
+            // Like `podman wait`: the record is printed, the command itself succeeds.
             println!("{}", serde_json::to_string(&rec)?);
-            Ok(rec.map(|r| r.exit_code).unwrap_or(0))
+            Ok(0)
         }
     }
 }
