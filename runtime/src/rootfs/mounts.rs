@@ -153,6 +153,10 @@ fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &Moun
                 Some("mode=755"),
             )
             .map_err(|e| Error::sys(format!("{field}: mount tmpfs on {}", dest.display()), e))?;
+            // Without a cgroup namespace a fresh v1 mount shows the host's whole
+            // hierarchy (podman on v1 runs so): bind our own directory instead, as
+            // runc does, so the container sees its limits at the top.
+            let own = if plan.cgroupns { None } else { Some(own_cgroups()?) };
             for h in hierarchies {
                 let name = h
                     .mount
@@ -162,8 +166,19 @@ fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &Moun
                 let sub = dest.join(&name);
                 let t = ensure_dir(root, &sub)?;
                 let data = h.controllers.join(",");
-                mount(Some("cgroup"), fd_path(&t).as_str(), Some("cgroup"), opts.flags, Some(data.as_str()))
-                    .map_err(|e| Error::sys(format!("{field}: mount cgroup {data} on {}", sub.display()), e))?;
+                match own.as_ref().and_then(|o| own_path(o, &h.controllers)) {
+                    Some(rel) => {
+                        let src = h.mount.join(rel.trim_start_matches('/'));
+                        mount(Some(&src), fd_path(&t).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                            .map_err(|e| mount_err(field, &src, &sub, e))?;
+                        let mounted = root
+                            .resolve(&sub)
+                            .map_err(|e| Error::Other(format!("{field}: resolve {}: {e}", sub.display())))?;
+                        remount_bind(&fd_path(&mounted), opts.flags).map_err(|e| mount_err(field, &src, &sub, e))?;
+                    }
+                    None => mount(Some("cgroup"), fd_path(&t).as_str(), Some("cgroup"), opts.flags, Some(data.as_str()))
+                        .map_err(|e| Error::sys(format!("{field}: mount cgroup {data} on {}", sub.display()), e))?,
+                }
             }
             if opts.flags.contains(MsFlags::MS_RDONLY) {
                 let again = root
@@ -181,4 +196,28 @@ fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &Moun
         }
     }
     Ok(())
+}
+
+/// Our cgroup per v1 hierarchy, from /proc/self/cgroup: (controllers, path).
+/// Init has joined its cgroup by the time it mounts.
+fn own_cgroups() -> Result<Vec<(Vec<String>, String)>> {
+    let path = Path::new("/proc/self/cgroup");
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, p) = (parts.next()?, parts.next()?, parts.next()?);
+            let mut ctrls: Vec<String> = ctrls.split(',').filter(|c| !c.is_empty()).map(String::from).collect();
+            ctrls.sort();
+            (!ctrls.is_empty()).then(|| (ctrls, p.to_string()))
+        })
+        .collect())
+}
+
+/// The path of our cgroup in the hierarchy that binds exactly `controllers`.
+fn own_path<'a>(own: &'a [(Vec<String>, String)], controllers: &[String]) -> Option<&'a str> {
+    let mut want = controllers.to_vec();
+    want.sort();
+    own.iter().find(|(c, _)| *c == want).map(|(_, p)| p.as_str())
 }
