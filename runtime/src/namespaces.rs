@@ -94,3 +94,32 @@ pub fn unshare(flags: CloneFlags) -> Result<()> {
     }
     nix::sched::unshare(flags).map_err(|e| Error::sys(format!("unshare {flags:?}"), e))
 }
+
+/// Bring up `lo` in a new network namespace (crun does too; runc leaves it
+/// down): apps and in-netns health checks expect 127.0.0.1 to work even when
+/// no other interface has been attached yet. Two ioctls on a throwaway socket,
+/// cheaper than a netlink round trip.
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: plain socket/ioctl calls on a struct ifreq we own; the fd is closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(Error::sys("socket for loopback setup", nix::errno::Errno::last()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = nix::errno::Errno::last();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(Error::sys("bring up lo in the container's network namespace", err));
+        }
+    }
+    Ok(())
+}

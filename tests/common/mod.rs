@@ -137,11 +137,38 @@ impl Bundle {
 }
 
 /// A state root for one test (so tests don't see each other's containers).
-pub fn state_root() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("rpaas-test-root")
-        .tempdir_in("/run")
-        .expect("tempdir in /run")
+/// On drop, even when the test failed, every container left in it is
+/// force-deleted, so a failing test leaks no cgroup or process.
+pub struct StateRoot {
+    dir: tempfile::TempDir,
+}
+
+impl StateRoot {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for StateRoot {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    let _ = rpaas(self.dir.path(), &["delete", "--force", &id]);
+                }
+            }
+        }
+    }
+}
+
+pub fn state_root() -> StateRoot {
+    StateRoot {
+        dir: tempfile::Builder::new()
+            .prefix("rpaas-test-root")
+            .tempdir_in("/run")
+            .expect("tempdir in /run"),
+    }
 }
 
 /// A container id unique to this process and call site.

@@ -83,6 +83,9 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     let late = a.ns.new & (CloneFlags::CLONE_NEWCGROUP | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
     namespaces::unshare(late)?;
 
+    if a.ns.new.contains(CloneFlags::CLONE_NEWNET) {
+        namespaces::loopback_up()?;
+    }
     let linux = a.spec.linux().as_ref();
     if a.ns.has(CloneFlags::CLONE_NEWUTS) {
         if let Some(h) = a.spec.hostname() {
@@ -136,6 +139,7 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     }
     drop(prepared);
 
+    a.process.create_cwd()?;
     a.process.become_user()?;
     a.process.enter_cwd()?;
     let program = a.process.resolve_program()?;
