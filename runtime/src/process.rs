@@ -102,6 +102,17 @@ impl Plan {
         Ok(())
     }
 
+    /// Init only, before [`Plan::become_user`]: make a missing cwd as root
+    /// (as runc does), so that a non-root user may start in a directory
+    /// whose parent it cannot write. Runs after pivot_root: the path is
+    /// resolved inside the container's root.
+    pub fn create_cwd(&self) -> Result<()> {
+        if std::fs::symlink_metadata(&self.cwd).is_err() {
+            std::fs::create_dir_all(&self.cwd).map_err(|e| Error::io("process.cwd: create", &self.cwd, e))?;
+        }
+        Ok(())
+    }
+
     /// chdir to cwd (creating it if missing) and prove that the result lies
     /// inside the container's root: a cwd reached through a leaked host fd
     /// (/proc/self/fd/N, CVE-2024-21626) has no path from "/" and fails here.
