@@ -1,0 +1,497 @@
+//! One integration test per feature of issue 2 (Rootfs, Process,
+//! Namespaces, cgroups, the CLI verbs): each runs a real container on a
+//! busybox rootfs and checks what the process sees, so that it fails when the
+//! runtime ignores the setting. Run: `cargo test --test runtime_features`.
+
+mod common;
+mod runtime_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use runtime_support::*;
+use serde_json::{json, Value};
+
+fn sh_config(script: &str) -> Value {
+    default_config(&["sh", "-c", script])
+}
+
+fn push_mount(cfg: &mut Value, m: Value) {
+    cfg["mounts"].as_array_mut().expect("mounts").push(m);
+}
+
+/// A tmpfs mounted on the host, unmounted on drop.
+struct HostMount(std::path::PathBuf);
+
+impl HostMount {
+    fn tmpfs(at: &Path) -> HostMount {
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs on the host");
+        HostMount(at.to_path_buf())
+    }
+    /// `at` bound onto itself and made shared: this host's "/" is private, so
+    /// without this no propagation would show inside a container.
+    fn shared(at: &Path) -> HostMount {
+        use nix::mount::MsFlags;
+        nix::mount::mount(Some(at), at, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .expect("bind on the host");
+        let m = HostMount(at.to_path_buf());
+        nix::mount::mount(
+            None::<&str>,
+            at,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .expect("make shared");
+        m
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Optional fields (shared:N, master:N) of the mountinfo line for `mountpoint`.
+fn propagation_of(mountinfo: &str, mountpoint: &str) -> String {
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some(mountpoint))
+        .unwrap_or_else(|| panic!("{mountpoint} not in mountinfo:\n{mountinfo}"));
+    line.split(" - ")
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(6)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn mounts_bind_rbind_ro_flags_tmpfs_file_and_propagation() {
+    let src = host_dir("mnt-src");
+    let _shared = HostMount::shared(src.path());
+    std::fs::write(src.path().join("hello"), "from-host\n").unwrap();
+    std::fs::create_dir(src.path().join("sub")).unwrap();
+    let _sub = HostMount::tmpfs(&src.path().join("sub"));
+    std::fs::write(src.path().join("sub/inner"), "submount\n").unwrap();
+    let s = src.path().to_str().unwrap();
+
+    let mut cfg = sh_config(
+        "cat /mnt/ro/hello; touch /mnt/ro/x 2>/dev/null && echo ro-writable || echo ro-refused; \
+         cat /mnt/rbind/sub/inner 2>/dev/null || echo rbind-missing; \
+         echo bind-sub-entries $(ls /mnt/bind/sub | wc -l); \
+         stat -c 'tmp-mode %a' /mnt/tmp; grep ' /mnt/tmp ' /proc/mounts; \
+         cp /bin/busybox /mnt/tmp/bb && { /mnt/tmp/bb true 2>/dev/null && echo exec-allowed || echo exec-refused; }; \
+         cat /etc/rpaas-file; stat -c 'file-type %F' /etc/rpaas-file; \
+         cat /proc/self/mountinfo",
+    );
+    for m in [
+        json!({"destination": "/mnt/ro", "type": "bind", "source": s, "options": ["bind", "ro"]}),
+        json!({"destination": "/mnt/rbind", "type": "bind", "source": s, "options": ["rbind"]}),
+        json!({"destination": "/mnt/bind", "type": "bind", "source": s, "options": ["bind"]}),
+        json!({"destination": "/mnt/tmp", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "nodev", "noexec", "size=8m", "mode=1770"]}),
+        json!({"destination": "/etc/rpaas-file", "type": "bind", "source": format!("{s}/hello"), "options": ["bind", "ro"]}),
+        json!({"destination": "/mnt/shared", "type": "bind", "source": s, "options": ["rbind", "rshared"]}),
+        json!({"destination": "/mnt/private", "type": "bind", "source": s, "options": ["rbind", "rprivate"]}),
+    ] {
+        push_mount(&mut cfg, m);
+    }
+    let c = Ctr::new("mounts", &cfg);
+    let out = c.run_ok(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "from-host", "{out}");
+    assert_eq!(
+        lines[1], "ro-refused",
+        "a ro bind mount is read-only:\n{out}"
+    );
+    assert_eq!(lines[2], "submount", "rbind carries the submount:\n{out}");
+    assert_eq!(
+        lines[3], "bind-sub-entries 0",
+        "a plain bind does not:\n{out}"
+    );
+    assert_eq!(lines[4], "tmp-mode 1770", "{out}");
+    let opts = lines[5].split_whitespace().nth(3).unwrap_or_default();
+    for want in ["nosuid", "nodev", "noexec", "size=8192k", "mode=1770"] {
+        assert!(
+            opts.split(',').any(|o| o == want),
+            "/mnt/tmp lacks {want}: {}",
+            lines[5]
+        );
+    }
+    assert_eq!(lines[6], "exec-refused", "noexec tmpfs:\n{out}");
+    assert_eq!(lines[7], "from-host", "file bind mount:\n{out}");
+    assert_eq!(lines[8], "file-type regular file", "{out}");
+    assert!(
+        propagation_of(&out, "/mnt/shared").contains("shared:"),
+        "rshared:\n{out}"
+    );
+    assert!(
+        propagation_of(&out, "/mnt/bind").contains("master:"),
+        "a slave by default:\n{out}"
+    );
+    let private = propagation_of(&out, "/mnt/private");
+    assert!(
+        !private.contains("shared:") && !private.contains("master:"),
+        "rprivate: {private:?}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("{s}/x")).exists(),
+        "the ro mount was written through"
+    );
+}
+
+#[test]
+fn rootfs_propagation_is_applied_to_the_root() {
+    for (prop, check) in [
+        (
+            "rprivate",
+            &(|o: &str| !o.contains("shared:") && !o.contains("master:")) as &dyn Fn(&str) -> bool,
+        ),
+        ("rslave", &|o: &str| {
+            o.contains("master:") && !o.contains("shared:")
+        }),
+        ("rshared", &|o: &str| o.contains("shared:")),
+    ] {
+        let mut cfg = sh_config("cat /proc/self/mountinfo");
+        cfg["linux"]["rootfsPropagation"] = prop.into();
+        let c = Ctr::new("rprop", &cfg);
+        let _shared = HostMount::shared(c.bundle.path());
+        let out = c.run_ok(&[]);
+        let fields = propagation_of(&out, "/");
+        assert!(check(&fields), "rootfsPropagation {prop}: / has {fields:?}");
+    }
+}
+
+#[test]
+fn readonly_root() {
+    let mut cfg = sh_config("touch /rpaas-x 2>/dev/null && echo root-writable || echo root-refused; grep -E '^[^ ]+ / ' /proc/mounts");
+    cfg["root"]["readonly"] = true.into();
+    let c = Ctr::new("roroot", &cfg);
+    let out = c.run_ok(&[]);
+    assert!(out.starts_with("root-refused\n"), "{out}");
+    let opts = out
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or_default();
+    assert!(opts.split(',').any(|o| o == "ro"), "{out}");
+    assert!(!c.bundle.rootfs().join("rpaas-x").exists());
+}
+
+#[test]
+fn masked_and_readonly_paths() {
+    let mut cfg = sh_config(
+        "echo secret-bytes $(cat /etc/rpaas-secret | wc -c); echo secretdir-entries $(ls /etc/rpaas-secretdir | wc -l); \
+         touch /etc/rpaas-rodir/x 2>/dev/null && echo rodir-writable || echo rodir-refused; \
+         touch /etc/rpaas-ok && echo etc-writable; grep ' /proc/sys ' /proc/mounts",
+    );
+    cfg["linux"]["maskedPaths"]
+        .as_array_mut()
+        .unwrap()
+        .extend([json!("/etc/rpaas-secret"), json!("/etc/rpaas-secretdir")]);
+    cfg["linux"]["readonlyPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/etc/rpaas-rodir"));
+    let c = Ctr::new("masked", &cfg);
+    let r = c.bundle.rootfs();
+    std::fs::write(r.join("etc/rpaas-secret"), "top-secret\n").unwrap();
+    std::fs::create_dir(r.join("etc/rpaas-secretdir")).unwrap();
+    std::fs::write(r.join("etc/rpaas-secretdir/a"), "a").unwrap();
+    std::fs::create_dir(r.join("etc/rpaas-rodir")).unwrap();
+    let out = c.run_ok(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "secret-bytes 0", "{out}");
+    assert_eq!(lines[1], "secretdir-entries 0", "{out}");
+    assert_eq!(lines[2], "rodir-refused", "{out}");
+    assert_eq!(
+        lines[3], "etc-writable",
+        "only the listed path is read-only:\n{out}"
+    );
+    let opts = lines[4].split_whitespace().nth(3).unwrap_or_default();
+    assert!(
+        opts.split(',').any(|o| o == "ro"),
+        "/proc/sys (default readonlyPaths): {out}"
+    );
+}
+
+#[test]
+fn listed_devices_and_dev_symlinks() {
+    let mut cfg = sh_config(
+        "stat -c '%t %T %a %u %g %F' /dev/rpaas-null /dev/null; echo hi > /dev/rpaas-null && echo wrote-ok; \
+         for l in fd stdin stdout stderr ptmx; do echo $l $(readlink /dev/$l); done",
+    );
+    cfg["linux"]["devices"] = json!([
+        {"path": "/dev/rpaas-null", "type": "c", "major": 1, "minor": 3, "fileMode": 0o620, "uid": 1000, "gid": 1001}
+    ]);
+    // The owner may write it (mode 620), as it would not with the defaults.
+    cfg["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    let c = Ctr::new("devices", &cfg);
+    let out = c.run_ok(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "1 3 620 1000 1001 character special file",
+        "{out}"
+    );
+    assert_eq!(
+        lines[1], "1 3 666 0 0 character special file",
+        "default /dev/null:\n{out}"
+    );
+    assert_eq!(
+        lines[2], "wrote-ok",
+        "the owner writes it, the devices cgroup allows 1:3:\n{out}"
+    );
+    assert_eq!(
+        &lines[3..8],
+        [
+            "fd /proc/self/fd",
+            "stdin /proc/self/fd/0",
+            "stdout /proc/self/fd/1",
+            "stderr /proc/self/fd/2",
+            "ptmx pts/ptmx"
+        ],
+        "{out}"
+    );
+}
+
+/// pivot_root makes the rootfs the root of the mount namespace (its
+/// mountinfo parent is itself); MS_MOVE + chroot leaves it on top of the
+/// host's root mount, which the container cannot see.
+#[test]
+fn no_pivot_moves_the_root_instead_of_pivoting() {
+    let root_line = |extra: &[&str]| {
+        let c = Ctr::new(
+            "pivot",
+            &sh_config("cat /etc/group | head -1; cat /proc/self/mountinfo"),
+        );
+        let out = c.run_ok(extra);
+        assert!(
+            out.starts_with("root:x:0:"),
+            "the container sees its own rootfs: {out}"
+        );
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no / in {out}"))
+            .to_string();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let ids: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect();
+        (f[0].to_string(), f[1].to_string(), ids)
+    };
+    let (id, parent, ids) = root_line(&[]);
+    assert!(
+        id == parent || !ids.contains(&parent),
+        "pivot_root: / ({id}) has a visible parent {parent}"
+    );
+    let (id, parent, ids) = root_line(&["--no-pivot"]);
+    assert_ne!(id, parent, "--no-pivot: / is a mount on top of another");
+    assert!(
+        !ids.contains(&parent),
+        "the host root under it is not visible"
+    );
+}
+
+#[test]
+fn hostname_and_domainname() {
+    let mut cfg = sh_config("hostname; cat /proc/sys/kernel/domainname");
+    cfg["hostname"] = "rpaas-host-a".into();
+    cfg["domainname"] = "rpaas.example".into();
+    let c = Ctr::new("uts", &cfg);
+    assert_eq!(c.run_ok(&[]), "rpaas-host-a\nrpaas.example\n");
+}
+
+#[test]
+fn env_cwd_user_groups_umask() {
+    let mut cfg = sh_config("pwd; id -u; id -g; id -G; umask; echo $FOO; echo $HOME; cd /tmp && touch f-$$ && stat -c %a f-$$");
+    cfg["process"]["cwd"] = "/home/app/rpaas-work".into();
+    cfg["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push("FOO=bar baz".into());
+    cfg["process"]["user"] =
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [1001, 2000], "umask": 0o27});
+    let c = Ctr::new("user", &cfg);
+    let out = c.run_ok(&[]);
+    assert_eq!(
+        out,
+        "/home/app/rpaas-work\n1000\n1000\n1000 1001 2000\n0027\nbar baz\n/home/app\n640\n"
+    );
+}
+
+fn limits_row(limits: &str, name: &str) -> (String, String) {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("{name} in {limits}"));
+    let f: Vec<&str> = line[name.len()..].split_whitespace().collect();
+    (f[0].to_string(), f[1].to_string())
+}
+
+#[test]
+fn rlimits_nofile_and_nproc() {
+    let mut cfg = sh_config("cat /proc/self/limits");
+    cfg["process"]["rlimits"] = json!([
+        {"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456},
+        {"type": "RLIMIT_NPROC", "soft": 77, "hard": 88}
+    ]);
+    let c = Ctr::new("rlimits", &cfg);
+    let out = c.run_ok(&[]);
+    assert_eq!(
+        limits_row(&out, "Max open files"),
+        ("123".into(), "456".into()),
+        "{out}"
+    );
+    assert_eq!(
+        limits_row(&out, "Max processes"),
+        ("77".into(), "88".into()),
+        "{out}"
+    );
+}
+
+const CHOWN: u64 = 1 << 0;
+const KILL: u64 = 1 << 5;
+const NET_BIND: u64 = 1 << 10;
+const NET_RAW: u64 = 1 << 13;
+
+/// All five sets, as a non-root user (so the kernel keeps exactly what the
+/// runtime set: permitted and effective after execve are the ambient set),
+/// compared with runc on the same bundle.
+#[test]
+fn five_capability_sets_and_no_new_privileges_off() {
+    let mut cfg = sh_config("grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status");
+    cfg["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    cfg["process"]["noNewPrivileges"] = false.into();
+    cfg["process"]["capabilities"] = json!({
+        "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW"],
+        "effective": ["CAP_KILL", "CAP_NET_RAW"],
+        "permitted": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+        "inheritable": ["CAP_KILL", "CAP_NET_RAW"],
+        "ambient": ["CAP_NET_RAW"]
+    });
+    let c = Ctr::new("caps", &cfg);
+    let out = c.run_ok(&[]);
+    assert_eq!(
+        cap_line(&out, "CapBnd"),
+        CHOWN | KILL | NET_BIND | NET_RAW,
+        "{out}"
+    );
+    assert_eq!(cap_line(&out, "CapInh"), KILL | NET_RAW, "{out}");
+    assert_eq!(cap_line(&out, "CapAmb"), NET_RAW, "{out}");
+    assert_eq!(cap_line(&out, "CapPrm"), NET_RAW, "{out}");
+    assert_eq!(cap_line(&out, "CapEff"), NET_RAW, "{out}");
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
+
+    assert_eq!(out, runc_output(c.bundle.path()), "same view as runc");
+
+    // As root with noNewPrivileges, execve keeps permitted (and effective)
+    // to what the runtime set, within bounding | inheritable.
+    let mut cfg = sh_config("grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status");
+    cfg["process"]["capabilities"] = json!({
+        "bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"],
+        "inheritable": ["CAP_CHOWN"]
+    });
+    let c = Ctr::new("caps-root", &cfg);
+    let out = c.run_ok(&[]);
+    assert_eq!(cap_line(&out, "CapBnd"), CHOWN | KILL, "{out}");
+    assert_eq!(cap_line(&out, "CapInh"), CHOWN, "{out}");
+    assert_eq!(cap_line(&out, "CapPrm"), KILL, "{out}");
+    assert_eq!(cap_line(&out, "CapEff"), KILL, "{out}");
+    assert_eq!(cap_line(&out, "CapAmb"), 0, "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert_eq!(out, runc_output(c.bundle.path()), "same view as runc");
+}
+
+/// stdout of `runc run` on the same bundle (a peer, for comparison).
+fn runc_output(bundle: &Path) -> String {
+    let peer_root = host_dir("runc-root");
+    let peer = run_to_files(
+        Command::new("runc")
+            .arg("--root")
+            .arg(peer_root.path())
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(unique_id("rpaas-runc")),
+    );
+    assert!(
+        peer.status.success(),
+        "runc: {}",
+        String::from_utf8_lossy(&peer.stderr)
+    );
+    String::from_utf8_lossy(&peer.stdout).into_owned()
+}
+
+#[test]
+fn oom_score_adj() {
+    let mut cfg = sh_config("cat /proc/self/oom_score_adj");
+    cfg["process"]["oomScoreAdj"] = 345.into();
+    let c = Ctr::new("oom", &cfg);
+    assert_eq!(c.run_ok(&[]).trim(), "345");
+}
+
+#[test]
+fn sysctls_in_ipc_and_net_namespaces() {
+    let mut cfg = sh_config("cat /proc/sys/kernel/shmmni /proc/sys/net/ipv4/tcp_keepalive_time");
+    cfg["linux"]["sysctl"] = json!({"kernel.shmmni": "1234", "net.ipv4.tcp_keepalive_time": "321"});
+    let c = Ctr::new("sysctl", &cfg);
+    assert_eq!(c.run_ok(&[]), "1234\n321\n");
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_keepalive_time").unwrap();
+    assert_ne!(host.trim(), "321", "the host's value is untouched");
+
+    // A net.* key without an own network namespace would change the host's.
+    let mut cfg = sh_config("true");
+    cfg["linux"]["sysctl"] = json!({"net.ipv4.tcp_keepalive_time": "321"});
+    cfg["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    let c = Ctr::new("sysctl-bad", &cfg);
+    let out = c.run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("linux.sysctl.net.ipv4.tcp_keepalive_time"),
+        "{err}"
+    );
+    assert!(
+        !c.root().join(&c.id).exists(),
+        "nothing left of the refused container"
+    );
+}
+
+#[test]
+fn seccomp_errno_rule_makes_mkdir_fail() {
+    let mut cfg = sh_config(
+        "mkdir /tmp/rpaas-d 2>&1 && echo mkdir-ok; touch /tmp/rpaas-f && echo touch-ok; grep '^Seccomp:' /proc/self/status",
+    );
+    cfg["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    let c = Ctr::new("seccomp", &cfg);
+    let out = c.run_ok(&[]);
+    assert!(
+        out.contains("Operation not permitted") && !out.contains("mkdir-ok"),
+        "{out}"
+    );
+    assert!(
+        out.contains("touch-ok"),
+        "other syscalls are allowed: {out}"
+    );
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(!c.bundle.rootfs().join("tmp/rpaas-d").exists());
+}
