@@ -157,7 +157,8 @@ fn client(opts: &PullOptions) -> Result<Client> {
 
 /// Pull `reference` into the store and register it under that name.
 pub fn pull(images: &ImageStore, reference: &str, opts: &PullOptions) -> Result<RefEntry> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::io("start tokio runtime", "(pull)", e))?;
@@ -188,7 +189,8 @@ pub fn prefetch(
     reference: &str,
     opts: &PullOptions,
 ) -> Result<(RefEntry, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::io("start tokio runtime", "(prefetch)", e))?;
@@ -445,7 +447,10 @@ async fn fetch_blob(
             }
         }
     }
-    w.commit()?;
+    // fsync + rename off the async threads, so other downloads keep streaming.
+    tokio::task::spawn_blocking(move || w.commit())
+        .await
+        .map_err(|e| Error::Other(format!("blob {}: commit task failed: {e}", d.digest)))??;
     bar.done();
     Ok(())
 }
