@@ -115,7 +115,7 @@ impl Host {
                 id.as_ref(),
             ],
         )?;
-        Ok(self.load(id)?)
+        self.load(id)
     }
 
     /// Run a command inside a running container; returns (exit code, stdout).

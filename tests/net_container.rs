@@ -127,7 +127,7 @@ impl Drop for PeerHttpd {
 /// An OCI runtime (rpaas-run or runc) with its own state root.
 struct Runtime {
     bin: PathBuf,
-    root: tempfile::TempDir,
+    root: common::StateRoot,
 }
 
 impl Runtime {

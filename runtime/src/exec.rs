@@ -106,14 +106,11 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
             failpoint::crash("exec::in-cgroup");
             parent_end.send(&ParentMsg::Go)?;
             // The child's end closes at a successful execve (close-on-exec).
-            match parent_end.recv::<ChildMsg>()? {
-                Some(ChildMsg::Failed(msg)) => {
-                    return reap(Err(Error::Init {
-                        id: container.id().to_string(),
-                        msg: format!("exec: {msg}"),
-                    }))
-                }
-                Some(_) | None => {}
+            if let Some(ChildMsg::Failed(msg)) = parent_end.recv::<ChildMsg>()? {
+                return reap(Err(Error::Init {
+                    id: container.id().to_string(),
+                    msg: format!("exec: {msg}"),
+                }));
             }
             failpoint::crash("exec::started");
             if let Some(pf) = &opts.pid_file {

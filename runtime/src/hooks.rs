@@ -43,7 +43,7 @@ fn run_one(kind: &str, index: usize, hook: &Hook, state_json: &str) -> Result<()
         // A hook that does not read its stdin is fine.
         let _ = stdin.write_all(state_json.as_bytes());
     }
-    let timeout_ms = hook.timeout().map(|t| i64::from(t) * 1000);
+    let timeout_ms = hook.timeout().map(|t| t * 1000);
     if let Some(ms) = timeout_ms {
         if !wait_exit(child.id() as i32, ms) {
             let _ = child.kill();

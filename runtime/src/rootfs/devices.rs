@@ -2,7 +2,6 @@
 //! and the usual symlinks. Nodes are made with mknod, or bind-mounted from the
 //! host inside a user namespace (where mknod is not allowed).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -133,6 +132,5 @@ fn create_node(root: &Root, plan: &Plan, n: &Node) -> Result<()> {
         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(|e| Error::sys(format!("chown {}", n.path.display()), e))?;
-    let _ = std::fs::Permissions::from_mode(0);
     Ok(())
 }

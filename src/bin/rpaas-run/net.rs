@@ -11,7 +11,7 @@ use crate::Global;
 #[derive(Debug, clap::Subcommand)]
 pub enum NetCommand {
     /// Give a netns its interface: veth on a bridge, or macvlan on a NIC.
-    Attach(AttachArgs),
+    Attach(Box<AttachArgs>),
     /// Remove what attach made for a container id (idempotent).
     Detach(DetachArgs),
     /// Show a netns's links, addresses, routes and managed sysctls.
@@ -88,7 +88,7 @@ pub struct ShowArgs {
 
 pub fn run(_g: &Global, cmd: NetCommand) -> anyhow::Result<i32> {
     match cmd {
-        NetCommand::Attach(a) => attach(a),
+        NetCommand::Attach(a) => attach(*a),
         NetCommand::Detach(d) => detach(d),
         NetCommand::Show(s) => show(s),
     }
