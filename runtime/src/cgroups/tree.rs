@@ -12,6 +12,13 @@ use crate::{Error, Result};
 /// only the new ones (cpuset on v1, subtree_control on v2). The common case (parent exists) is a
 /// single mkdir syscall.
 pub(crate) fn mkdir_p(dir: &Path) -> Result<Vec<PathBuf>> {
+    mkdir_p_retry(dir, 8)
+}
+
+/// `retries`: a concurrent delete removes the shared parent ("/rpaas") with rmdir as soon as
+/// it is empty, which may fall between our mkdir of the parent and of the child; the child's
+/// mkdir then fails with ENOENT and the parent is simply made again.
+fn mkdir_p_retry(dir: &Path, retries: u32) -> Result<Vec<PathBuf>> {
     match std::fs::create_dir(dir) {
         Ok(()) => return Ok(vec![dir.to_path_buf()]),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(Vec::new()),
@@ -25,6 +32,9 @@ pub(crate) fn mkdir_p(dir: &Path) -> Result<Vec<PathBuf>> {
     match std::fs::create_dir(dir) {
         Ok(()) => created.push(dir.to_path_buf()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == ErrorKind::NotFound && retries > 0 => {
+            created.extend(mkdir_p_retry(dir, retries - 1)?);
+        }
         Err(e) => return Err(mkdir_err(dir, e)),
     }
     Ok(created)

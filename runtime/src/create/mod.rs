@@ -117,8 +117,9 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     });
     dir.write_state(&st)?;
     failpoint::crash("create::cgroup-recorded");
-    cg.create()?;
+    // Armed before mkdir: a create failing halfway leaves dirs in some hierarchies only.
     undo.cgroup = Some(cg.clone());
+    cg.create()?;
     failpoint::crash("create::cgroup-created");
     if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
         let mut res = res.clone();
