@@ -310,10 +310,17 @@ fn busy_device_removal_is_deferred_then_finished() {
     );
     // last close: the kernel removes the dm device; the next operation
     // deletes the thin device from the pool and drops the record
-    // (the kernel's removal runs from a work queue: don't race it, the next
-    // operation removes the device itself if it is still there)
     drop(mounted);
-    snap.walk().unwrap();
+    // (bounded wait, not a timing check: the kernel's deferred removal runs
+    // from a work queue; until it is done the pool still sees the device open)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while snap.journal().unwrap().devices.contains_key("busy") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "removal never finished"
+        );
+        snap.walk().unwrap();
+    }
     assert!(snap.pool().dev_path(&name).unwrap().is_none());
     assert!(!snap.journal().unwrap().devices.contains_key("busy"));
     let ids: BTreeSet<u32> = snap

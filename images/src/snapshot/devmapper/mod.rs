@@ -311,7 +311,7 @@ impl DevmapperSnapshotter {
         if self.pool.dev_path(&name)?.is_some()
             && self.pool.deactivate(&name, true)? == Removal::Deferred
         {
-            return Ok(false);
+            return self.keep_deferred(j, key, txn);
         }
         let st = self.pool.status()?;
         if deferred {
@@ -327,14 +327,43 @@ impl DevmapperSnapshotter {
         } else if st.transaction_id > txn {
             return Ok(true); // the delete went through before the crash
         }
-        match self.pool.message_errno(&format!("delete {}", dev.id)) {
-            Ok(()) => {}
-            // ENODATA: no such thin id, i.e. it was deleted just before a crash
-            Err((_, Some(libc::ENODATA))) => {}
-            Err((e, _)) => return Err(e),
+        if !self.delete_thin(dev.id)? {
+            return self.keep_deferred(j, key, st.transaction_id);
         }
         self.pool.bump_txn(st.transaction_id)?;
         Ok(true)
+    }
+
+    /// Leave a removal for a later operation. Marked `deferred` because its
+    /// txn goes stale as soon as another operation changes the pool.
+    fn keep_deferred(&self, j: &mut Journal, key: &str, txn: u64) -> Result<bool> {
+        if let Some(d) = j.devices.get_mut(key) {
+            d.state = State::Deleting {
+                txn,
+                deferred: true,
+            };
+        }
+        self.store.save(j)?;
+        Ok(false)
+    }
+
+    /// Send `delete ID`. True when the thin device is gone (also when it was
+    /// already gone: ENODATA after a crash right behind the delete). False
+    /// while the pool still sees it open (EBUSY): a deferred dm removal
+    /// unhashes the name before the kernel has closed the thin device, so
+    /// this window is short; retried briefly, then left for later.
+    fn delete_thin(&self, id: u32) -> Result<bool> {
+        let msg = format!("delete {id}");
+        for _ in 0..20 {
+            match self.pool.message_errno(&msg) {
+                Ok(()) | Err((_, Some(libc::ENODATA))) => return Ok(true),
+                Err((_, Some(libc::EBUSY))) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        Ok(false)
     }
 
     /// Refuse new snapshots when the pool is low on space or unhealthy.
@@ -620,17 +649,13 @@ impl Snapshotter for DevmapperSnapshotter {
         fail::fail_point!("devmapper::delete::journaled");
         let name = self.dm_name(dev.id);
         if self.pool.deactivate(&name, true)? == Removal::Deferred {
-            if let Some(d) = j.devices.get_mut(key) {
-                d.state = State::Deleting {
-                    txn,
-                    deferred: true,
-                };
-            }
-            return self.store.save(&j);
+            return self.keep_deferred(&mut j, key, txn).map(drop);
         }
         fail::fail_point!("devmapper::delete::deactivated");
         // no BLKDISCARD before this: the pool frees the blocks in its metadata
-        self.pool.message(&format!("delete {}", dev.id))?;
+        if !self.delete_thin(dev.id)? {
+            return self.keep_deferred(&mut j, key, txn).map(drop);
+        }
         self.pool.bump_txn(txn)?;
         j.devices.remove(key);
         self.store.save(&j)
