@@ -73,15 +73,23 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     // Nobody in the namespaces we join may ptrace or read us while we hold host fds.
     security::set_dumpable(false)?;
     wait_for(sync, "go")?;
+    // Hooks read our pid as the runtime sees it; /proc is still the host's here.
+    let hook_state = state_with_host_pid(&a.hook_state);
 
     for (flag, path) in &a.ns.join {
         if *flag != CloneFlags::CLONE_NEWPID {
             namespaces::join(*flag, path)?;
         }
     }
+    if a.ns.has(CloneFlags::CLONE_NEWUSER) {
+        become_namespace_root()?;
+    }
     // In the cgroup by now (the runtime put us there): its namespace shows only our subtree.
     let late = a.ns.new & (CloneFlags::CLONE_NEWCGROUP | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
     namespaces::unshare(late)?;
+    if late.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
+        write_time_offsets(a.spec)?;
+    }
 
     if a.ns.new.contains(CloneFlags::CLONE_NEWNET) {
         namespaces::loopback_up()?;
@@ -118,7 +126,7 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     hooks::run_all(
         "createContainer",
         spec_hooks.and_then(|h| h.create_container().as_ref()),
-        &a.hook_state,
+        &hook_state,
     )?;
 
     if prepared.is_some() {
@@ -169,9 +177,56 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     hooks::run_all(
         "startContainer",
         spec_hooks.and_then(|h| h.start_container().as_ref()),
-        &a.hook_state,
+        &hook_state,
     )?;
     Err(a.process.exec(&program, &env))
+}
+
+/// The OCI state JSON with `pid` set to ours in the runtime's pid namespace
+/// (read from /proc/self before the container's /proc is mounted).
+fn state_with_host_pid(state: &str) -> String {
+    let pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse::<i64>().ok()));
+    match (serde_json::from_str::<serde_json::Value>(state), pid) {
+        (Ok(mut v), Some(pid)) => {
+            v["pid"] = pid.into();
+            v.to_string()
+        }
+        _ => state.to_string(),
+    }
+}
+
+/// In a new (or joined) user namespace we start as an unmapped id: become
+/// its root now, so the mounts and files init makes belong to the mapped root
+/// (runc does the same right after the maps are written).
+fn become_namespace_root() -> Result<()> {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| Error::sys("linux.gidMappings: setgid 0 in the user namespace", e))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(|e| Error::sys("linux.uidMappings: setuid 0 in the user namespace", e))
+}
+
+/// linux.timeOffsets: written once, after unshare(CLONE_NEWTIME) and before
+/// anything enters the namespace (our execve does).
+fn write_time_offsets(spec: &Spec) -> Result<()> {
+    let Some(offsets) = spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(Error::spec(
+                format!("linux.timeOffsets.{clock}"),
+                "only monotonic and boottime can be offset",
+            ));
+        }
+        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+    }
+    std::fs::write("/proc/self/timens_offsets", text)
+        .map_err(|e| Error::spec("linux.timeOffsets", format!("write /proc/self/timens_offsets: {e}")))
 }
 
 fn set_domainname(name: &str) -> Result<()> {
