@@ -495,3 +495,218 @@ fn seccomp_errno_rule_makes_mkdir_fail() {
     assert!(out.contains("Seccomp:\t2"), "{out}");
     assert!(!c.bundle.rootfs().join("tmp/rpaas-d").exists());
 }
+
+// ---------------------------------------------------------------- hooks
+
+fn hook(dir: &Path, name: &str) -> Value {
+    let d = dir.display();
+    json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {d}/{name}.json; echo {name} >> {d}/order")],
+           "env": ["PATH=/usr/bin:/bin"]})
+}
+
+fn read_json(p: &Path) -> Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text:?}", p.display()))
+}
+
+#[test]
+fn hooks_get_the_state_on_stdin_in_order() {
+    let h = host_dir("hooks");
+    // The hooks directory is also mounted at /hooks: startContainer runs inside the container.
+    std::fs::set_permissions(
+        h.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mut cfg = default_config(&["sleep", "1000"]);
+    push_mount(
+        &mut cfg,
+        json!({"destination": "/hooks", "type": "bind", "source": h.path(), "options": ["bind"]}),
+    );
+    let inside = Path::new("/hooks");
+    cfg["hooks"] = json!({
+        "prestart": [hook(h.path(), "prestart")],
+        "createRuntime": [hook(h.path(), "createRuntime")],
+        "createContainer": [hook(h.path(), "createContainer")],
+        "startContainer": [hook(inside, "startContainer")],
+        "poststart": [hook(h.path(), "poststart")],
+        "poststop": [hook(h.path(), "poststop")]
+    });
+    let c = Ctr::new("hooks", &cfg);
+    let b = c.bundle_arg();
+    rpaas_ok(c.root(), &["create", "--bundle", &b, &c.id]);
+    let pid = c.pid() as i64;
+    let order = || std::fs::read_to_string(h.path().join("order")).unwrap_or_default();
+    assert_eq!(order(), "prestart\ncreateRuntime\ncreateContainer\n");
+    for name in ["prestart", "createRuntime", "createContainer"] {
+        let s = read_json(&h.path().join(format!("{name}.json")));
+        assert_eq!(s["id"], c.id.as_str(), "{name}: {s}");
+        assert_eq!(s["pid"], pid, "{name}: {s}");
+        assert!(
+            s["bundle"]
+                .as_str()
+                .is_some_and(|b| b.contains("rpaas-test-bundle")),
+            "{name}: {s}"
+        );
+    }
+    rpaas_ok(c.root(), &["start", &c.id]);
+    c.wait_until("startContainer and poststart", || {
+        order().lines().count() == 5
+    });
+    let lines: Vec<String> = order().lines().map(String::from).collect();
+    assert!(
+        lines.contains(&"startContainer".into()) && lines.contains(&"poststart".into()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        read_json(&h.path().join("startContainer.json"))["id"],
+        c.id.as_str()
+    );
+    assert_eq!(read_json(&h.path().join("poststart.json"))["pid"], pid);
+    rpaas_ok(c.root(), &["kill", &c.id, "KILL"]);
+    c.wait_until("stopped", || c.state()["status"] == "stopped");
+    rpaas_ok(c.root(), &["delete", &c.id]);
+    assert_eq!(order().lines().last(), Some("poststop"));
+    assert_eq!(
+        read_json(&h.path().join("poststop.json"))["id"],
+        c.id.as_str()
+    );
+}
+
+#[test]
+fn hook_timeout_is_enforced_and_named() {
+    let mut cfg = default_config(&["true"]);
+    cfg["hooks"] = json!({"prestart": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "exec sleep 300"], "timeout": 1}
+    ]});
+    let c = Ctr::new("hooktimeout", &cfg);
+    let out = c.run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("prestart") && err.contains("timed out"),
+        "{err}"
+    );
+    assert!(
+        !c.root().join(&c.id).exists(),
+        "the failed create is undone"
+    );
+}
+
+// ---------------------------------------------------------------- namespaces
+
+#[test]
+fn user_namespace_maps_root_to_a_host_uid() {
+    let mut cfg = default_config(&["sleep", "1000"]);
+    cfg["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    cfg["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    cfg["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let c = Ctr::new("userns", &cfg);
+    // The mapped root must be able to walk into the bundle (tempdirs are 0700).
+    std::fs::set_permissions(
+        c.bundle.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pid = c.start(&[]);
+    let uid = proc_status(pid, "Uid");
+    assert_eq!(
+        uid.split_whitespace().next(),
+        Some("100000"),
+        "host view of the container's root: {uid}"
+    );
+    assert_eq!(
+        proc_status(pid, "Gid").split_whitespace().next(),
+        Some("100000")
+    );
+    let out = c.sh("id -u; id -g; cat /proc/self/uid_map");
+    let f: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(f, ["0", "0", "0", "100000", "65536"], "{out}");
+}
+
+/// `ip netns add` a namespace; deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn add(name: &str) -> NetNs {
+        let ok = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .expect("ip netns add")
+            .success();
+        assert!(ok, "ip netns add {name}");
+        NetNs(name.to_string())
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn join_a_network_namespace_by_path() {
+    use std::os::unix::fs::MetadataExt;
+    let ns = NetNs::add(&format!("rpaas-join-{}", std::process::id()));
+    let ok = Command::new("ip")
+        .args([
+            "-n",
+            &ns.0,
+            "link",
+            "add",
+            "rpaas-jv0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "rpaas-jv1",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut cfg = sh_config("readlink /proc/self/ns/net; cat /proc/net/dev");
+    for n in cfg["linux"]["namespaces"].as_array_mut().unwrap() {
+        if n["type"] == "network" {
+            n["path"] = ns.path().into();
+        }
+    }
+    let c = Ctr::new("joinnet", &cfg);
+    let out = c.run_ok(&[]);
+    let ino = std::fs::metadata(ns.path()).unwrap().ino();
+    assert!(out.starts_with(&format!("net:[{ino}]\n")), "{out}");
+    assert!(
+        out.contains("rpaas-jv0") && out.contains("rpaas-jv1"),
+        "the links made in it: {out}"
+    );
+}
+
+#[test]
+fn time_namespace_with_offsets() {
+    if !Path::new("/proc/self/ns/time").exists() {
+        println!("SKIP: this kernel has no time namespaces");
+        return;
+    }
+    let mut cfg = sh_config("cat /proc/uptime; readlink /proc/self/ns/time");
+    cfg["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    cfg["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 1000, "nanosecs": 0}});
+    let c = Ctr::new("timens", &cfg);
+    let out = c.run_ok(&[]);
+    let uptime: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(uptime > 86400.0 * 1000.0, "boottime offset applied: {out}");
+    let host = std::fs::read_link("/proc/self/ns/time").unwrap();
+    assert_ne!(
+        out.lines().nth(1).unwrap(),
+        host.to_str().unwrap(),
+        "own time namespace"
+    );
+}
