@@ -60,10 +60,11 @@ impl ImageStore {
     }
 
     fn copy_blob(&self, dir: &Path, d: &Descriptor) -> Result<()> {
-        let p = dir.join("blobs/sha256").join(digest_hex(&d.digest)?);
+        let rel = format!("blobs/sha256/{}", digest_hex(&d.digest)?);
+        let p = dir.join(&rel);
         let size = u64::try_from(d.size).ok();
         if let Some(mut w) = self.store.writer(&d.digest, size)? {
-            let mut f = std::fs::File::open(&p).map_err(|e| Error::io("open blob", &p, e))?;
+            let mut f = open_in(dir, &rel)?;
             std::io::copy(&mut f, &mut w).map_err(|e| Error::Content {
                 digest: d.digest.clone(),
                 reason: format!("copy from {}: {e}", p.display()),
@@ -81,7 +82,7 @@ impl ImageStore {
         source: &str,
     ) -> Result<crate::store::RefEntry> {
         let ip = dir.join("index.json");
-        let bytes = std::fs::read(&ip).map_err(|e| Error::io("read", &ip, e))?;
+        let bytes = read_all(open_in(dir, "index.json")?, &ip)?;
         let index = match manifest::parse(&bytes, Some(manifest::OCI_INDEX), "index.json")? {
             Parsed::Index(i) => i,
             Parsed::Manifest(_) => {
@@ -142,7 +143,7 @@ impl ImageStore {
             layers: Vec<String>,
         }
         let mp = dir.join("manifest.json");
-        let bytes = std::fs::read(&mp).map_err(|e| Error::io("read", &mp, e))?;
+        let bytes = read_all(open_in(dir, "manifest.json")?, &mp)?;
         let entries: Vec<Entry> = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Other(format!("{}: invalid docker manifest: {e}", mp.display())))?;
         let e = match entries.len() {
@@ -162,31 +163,30 @@ impl ImageStore {
                     ))
                 })?,
         };
-        let read_in = |rel: &str| -> Result<Vec<u8>> {
-            let clean = crate::fsroot::CleanPath::new(Path::new(rel))
-                .map_err(|r| Error::Other(format!("{}: {rel}: {r}", mp.display())))?
-                .ok_or_else(|| Error::Other(format!("{}: empty path", mp.display())))?;
-            let p = dir.join(clean.as_path());
-            std::fs::read(&p).map_err(|e| Error::io("read", &p, e))
-        };
+        let read_in =
+            |rel: &str| -> Result<Vec<u8>> { read_all(open_in(dir, rel)?, &dir.join(rel)) };
         let config = read_in(&e.config)?;
         let config_digest = self.store.put_auto(&config)?;
         let mut layers = Vec::new();
         for l in &e.layers {
             // docker save layers are usually plain tars; newer ones may be compressed.
-            let data = read_in(l)?;
-            let mut head = [0u8; 4];
-            let _ = (&data[..]).read(&mut head);
+            // Streamed twice (hash, then copy into the store) rather than held in memory.
+            let p = dir.join(l);
+            let (digest, size, head) = hash_file(open_in(dir, l)?, &p)?;
             let media_type = match head {
                 [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
                 [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",
                 _ => "application/vnd.oci.image.layer.v1.tar",
             };
-            let digest = self.store.put_auto(&data)?;
+            if let Some(mut w) = self.store.writer(&digest, Some(size))? {
+                let mut f = open_in(dir, l)?;
+                std::io::copy(&mut f, &mut w).map_err(|e| Error::io("copy layer", &p, e))?;
+                w.commit()?;
+            }
             layers.push(Descriptor {
                 media_type: media_type.into(),
                 digest,
-                size: data.len() as i64,
+                size: size as i64,
                 platform: None,
                 annotations: None,
             });
@@ -209,4 +209,44 @@ impl ImageStore {
         self.store.put(&md, &mb)?;
         self.register(name, &md, source)
     }
+}
+
+/// sha256 digest, size and first four bytes of a file, read in chunks.
+fn hash_file(mut f: std::fs::File, p: &Path) -> Result<(String, u64, [u8; 4])> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    let mut head = [0u8; 4];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("read layer", p, e))?;
+        if n == 0 {
+            break;
+        }
+        if size == 0 {
+            let k = n.min(4);
+            head[..k].copy_from_slice(&buf[..k]);
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((format!("sha256:{}", hex::encode(h.finalize())), size, head))
+}
+
+/// Open `rel` inside `dir` with RESOLVE_IN_ROOT: an archive's symlinks (say
+/// `layer.tar -> /etc/shadow`) can never make an import read a host file.
+fn open_in(dir: &Path, rel: &str) -> Result<std::fs::File> {
+    let clean = crate::fsroot::CleanPath::new(Path::new(rel))
+        .map_err(|r| Error::Other(format!("import {}: {rel}: {r}", dir.display())))?
+        .ok_or_else(|| Error::Other(format!("import {}: empty path", dir.display())))?;
+    crate::fsroot::Root::open(dir)?.open_file(&clean)
+}
+
+fn read_all(mut f: std::fs::File, shown: &Path) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)
+        .map_err(|e| Error::io("read", shown, e))?;
+    Ok(v)
 }

@@ -68,6 +68,44 @@ fn docker_save_archive_imports_and_unpacks() {
 }
 
 #[test]
+fn archive_symlinks_cannot_read_host_files() {
+    let work = tempdir("import-symlink");
+    let host_secret = work.path().join("secret");
+    std::fs::write(&host_secret, "host secret").unwrap();
+    let dir = work.path().join("save");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["x"]},"rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
+    std::fs::write(dir.join("c.json"), config).unwrap();
+    std::os::unix::fs::symlink(&host_secret, dir.join("layer.tar")).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&serde_json::json!([{"Config": "c.json", "Layers": ["layer.tar"]}]))
+            .unwrap(),
+    )
+    .unwrap();
+    let archive = work.path().join("evil.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let store = ImageStore::open_overlay(&work.path().join("store")).unwrap();
+    let e = store
+        .import(&archive, "evil:1", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layer.tar"), "{e}");
+    assert!(
+        !store.store.has(&sha256(b"host secret")),
+        "a host file was copied into the store"
+    );
+}
+
+#[test]
 fn import_refuses_what_is_not_an_image() {
     let work = tempdir("not-image");
     std::fs::create_dir_all(work.path().join("empty")).unwrap();
