@@ -710,3 +710,323 @@ fn time_namespace_with_offsets() {
         "own time namespace"
     );
 }
+
+// ---------------------------------------------------------------- terminal and fds
+
+/// Receive one fd over SCM_RIGHTS from a connected console socket.
+fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg");
+    for c in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just gave us this fd.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd in the console socket message");
+}
+
+/// Read from the pty master until `want` appears (poll: a hang guard of 20 s).
+fn read_until(master: &std::fs::File, want: &str) -> String {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let mut text = String::new();
+    let mut f = master;
+    while !text.contains(want) {
+        let mut fds = [nix::poll::PollFd::new(
+            master.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let n = nix::poll::poll(&mut fds, 20_000u16).expect("poll pty");
+        assert!(n > 0, "no {want:?} from the terminal; got {text:?}");
+        let mut buf = [0u8; 4096];
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    text
+}
+
+#[test]
+fn terminal_through_console_socket() {
+    use std::io::Write;
+    let dir = host_dir("console");
+    let sock_path = dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let mut cfg = default_config(&["sh"]);
+    cfg["process"]["terminal"] = true.into();
+    let c = Ctr::new("tty", &cfg);
+    let b = c.bundle_arg();
+    rpaas_ok(
+        c.root(),
+        &[
+            "create",
+            "--bundle",
+            &b,
+            "--console-socket",
+            sock_path.to_str().unwrap(),
+            &c.id,
+        ],
+    );
+    let (conn, _) = listener.accept().unwrap();
+    let master = std::fs::File::from(recv_fd(&conn));
+    rpaas_ok(c.root(), &["start", &c.id]);
+    // Exit only once the answer is read: output still queued when the slave
+    // side hangs up can be lost to an EIO on the master.
+    (&master)
+        .write_all(b"echo answer-$((6*7)); test -c /dev/console && echo console-is-a-tty-$(tty | cut -c1-8)-$((1+1))done\n")
+        .unwrap();
+    // (computed by the shell: the terminal's echo of the input must not match)
+    let text = read_until(&master, "-2done");
+    assert!(text.contains("answer-42"), "{text:?}");
+    assert!(text.contains("console-is-a-tty-/dev/pts-2done"), "{text:?}");
+    (&master).write_all(b"exit 3\n").unwrap();
+    c.wait_until("the shell exits", || c.state()["status"] == "stopped");
+}
+
+/// Make the child's fds `targets[i]` copies of `sources[i]` (inheritable).
+fn pass_fds(cmd: &mut Command, pairs: Vec<(i32, i32)>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only dup2/fcntl (async-signal-safe) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, (src, _)) in pairs.iter().enumerate() {
+                if libc::dup2(*src, 200 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, dst)) in pairs.iter().enumerate() {
+                if libc::dup2(200 + i as i32, *dst) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(200 + i as i32);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The fds of a host process: number → what it points to.
+pub fn fds_of(pid: i32) -> Vec<(i32, String)> {
+    let mut v: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/pid/fd")
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse().ok()?;
+            Some((n, std::fs::read_link(e.path()).ok()?.display().to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn preserve_fds_passes_exactly_those() {
+    use std::os::fd::AsRawFd;
+    let dir = host_dir("preserve");
+    let out_path = dir.path().join("out");
+    let file = std::fs::File::create(&out_path).unwrap();
+    let hostdir = std::fs::File::open("/etc").unwrap();
+    let c = Ctr::new("preserve", &sh_config("echo via-fd3 >&3; exec sleep 1000"));
+    let mut cmd = Command::new(rpaas_run_bin());
+    cmd.arg("--root")
+        .arg(c.root())
+        .args(["create", "--preserve-fds", "1", "--bundle"])
+        .arg(c.bundle.path())
+        .arg(&c.id);
+    // fd 3 is preserved; fd 4 (a host directory) must not reach the container.
+    pass_fds(
+        &mut cmd,
+        vec![(file.as_raw_fd(), 3), (hostdir.as_raw_fd(), 4)],
+    );
+    let out = run_to_files(&mut cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rpaas_ok(c.root(), &["start", &c.id]);
+    let pid = c.pid();
+    c.wait_until("the echo", || {
+        std::fs::read_to_string(&out_path).unwrap_or_default() == "via-fd3\n"
+    });
+    c.wait_until("sleep runs", || {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.ends_with("busybox"))
+            && proc_status(pid, "State").starts_with('S')
+    });
+    let fds = fds_of(pid);
+    let nums: Vec<i32> = fds.iter().map(|f| f.0).collect();
+    assert_eq!(nums, [0, 1, 2, 3], "{fds:?}");
+    assert_eq!(fds[3].1, out_path.display().to_string());
+}
+
+// ---------------------------------------------------------------- cgroups and verbs
+
+#[test]
+fn update_resources_changes_limits_live() {
+    let mut cfg = default_config(&["sleep", "1000"]);
+    cfg["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
+    cfg["linux"]["resources"]["pids"] = json!({"limit": 50});
+    let c = Ctr::new("update", &cfg);
+    let pid = c.start(&[]);
+    let mem = v1_cgroup_dir(pid, "memory").join("memory.limit_in_bytes");
+    let pids = v1_cgroup_dir(pid, "pids").join("pids.max");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
+    assert_eq!(read(&mem), (64u64 << 20).to_string());
+    assert_eq!(read(&pids), "50");
+    let dir = host_dir("update");
+    let res = dir.path().join("resources.json");
+    std::fs::write(
+        &res,
+        json!({"memory": {"limit": 96 << 20}, "pids": {"limit": 42}}).to_string(),
+    )
+    .unwrap();
+    rpaas_ok(
+        c.root(),
+        &["update", "--resources", res.to_str().unwrap(), &c.id],
+    );
+    assert_eq!(read(&mem), (96u64 << 20).to_string());
+    assert_eq!(read(&pids), "42");
+}
+
+#[test]
+fn events_stats_report_memory_cpu_pids() {
+    let c = Ctr::new(
+        "events",
+        &default_config(&["sh", "-c", "sleep 1000 & sleep 1000"]),
+    );
+    c.start(&[]);
+    c.wait_until("two processes", || {
+        c.sh("true").is_empty() && proc_count(&c) >= 2
+    });
+    let out = rpaas_ok(c.root(), &["events", "--stats", &c.id]);
+    let v: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["type"], "stats");
+    assert_eq!(v["id"], c.id.as_str());
+    let data = &v["data"];
+    assert!(data["pids"]["current"].as_u64().unwrap_or(0) >= 2, "{v}");
+    assert!(
+        data["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{v}"
+    );
+    assert!(data["cpu"]["usage"]["total"].as_u64().is_some(), "{v}");
+}
+
+fn proc_count(c: &Ctr) -> usize {
+    let ps: Vec<i64> =
+        serde_json::from_str(&rpaas_ok(c.root(), &["ps", "--format", "json", &c.id])).unwrap();
+    ps.len()
+}
+
+/// Without a pid namespace, killing init leaves its children running:
+/// `kill --all` reaches every process of the cgroup.
+#[test]
+fn kill_all_reaches_every_process() {
+    let mut cfg = default_config(&["sh", "-c", "sleep 1001 & sleep 1002 & wait"]);
+    cfg["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "pid");
+    let c = Ctr::new("killall", &cfg);
+    c.start(&[]);
+    c.wait_until("three processes", || proc_count(&c) == 3);
+    rpaas_ok(c.root(), &["kill", "--all", &c.id, "KILL"]);
+    c.wait_until("no process left", || proc_count(&c) == 0);
+    assert_eq!(c.state()["status"], "stopped");
+}
+
+#[test]
+fn ps_table_list_json_features_spec() {
+    let c = Ctr::new("verbs", &default_config(&["sleep", "1000"]));
+    let pid = c.start(&[]);
+    let table = rpaas_ok(c.root(), &["ps", "--format", "table", &c.id]);
+    let mut lines = table.lines();
+    assert!(
+        lines.next().unwrap().split_whitespace().any(|h| h == "PID"),
+        "{table}"
+    );
+    assert!(lines.any(|l| l.contains("sleep 1000") && l.split_whitespace().any(|f| f == pid.to_string())), "{table}");
+
+    let list: Value =
+        serde_json::from_str(&rpaas_ok(c.root(), &["list", "--format", "json"])).unwrap();
+    let mine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == c.id.as_str())
+        .expect("listed");
+    assert_eq!(mine["status"], "running");
+    assert_eq!(mine["pid"], pid as i64);
+
+    let f: Value = serde_json::from_str(&rpaas_ok(c.root(), &["features"])).unwrap();
+    assert_eq!(f["ociVersionMax"], "1.2.0");
+    for h in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        assert!(f["hooks"].as_array().unwrap().iter().any(|x| x == h), "{h}");
+    }
+    for ns in ["user", "time", "cgroup"] {
+        assert!(
+            f["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == ns),
+            "{ns}"
+        );
+    }
+
+    let dir = host_dir("spec");
+    rpaas_ok(
+        c.root(),
+        &["spec", "--bundle", dir.path().to_str().unwrap()],
+    );
+    let spec = read_json(&dir.path().join("config.json"));
+    assert_eq!(spec["root"]["path"], "rootfs");
+    assert!(spec["process"]["args"].is_array());
+    let again = rpaas(
+        c.root(),
+        &["spec", "--bundle", dir.path().to_str().unwrap()],
+    );
+    assert!(!again.status.success(), "spec does not overwrite");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("config.json"));
+}
+
+#[test]
+fn pause_freezes_and_resume_thaws() {
+    let c = Ctr::new("pause", &default_config(&["sleep", "1000"]));
+    let pid = c.start(&[]);
+    let freezer = v1_cgroup_dir(pid, "freezer").join("freezer.state");
+    let read = || {
+        std::fs::read_to_string(&freezer)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read(), "THAWED");
+    rpaas_ok(c.root(), &["pause", &c.id]);
+    assert_eq!(read(), "FROZEN");
+    assert_eq!(c.state()["status"], "paused");
+    let st = proc_status(pid, "State");
+    assert!(st.starts_with('D'), "a frozen task: {st}");
+    rpaas_ok(c.root(), &["resume", &c.id]);
+    assert_eq!(read(), "THAWED");
+    assert!(proc_status(pid, "State").starts_with('S'), "sleeping again");
+    assert_eq!(c.state()["status"], "running");
+}
