@@ -196,6 +196,13 @@ impl ImageStore {
             .values()
             .flat_map(|r| r.chain_ids.clone())
             .collect();
+        // Extraction snapshots of unpacks that were killed (their process is gone).
+        for i in self.snapshotter.walk()? {
+            if i.kind == Kind::Active && extractor_is_dead(&i.key) {
+                self.snapshotter.remove(&i.key)?;
+                report.snapshots.push(i.key);
+            }
+        }
         loop {
             let all = self.snapshotter.walk()?;
             let parents: HashSet<&str> = all.iter().filter_map(|i| i.parent.as_deref()).collect();
@@ -219,6 +226,16 @@ impl ImageStore {
         report.blobs = self.store.gc()?;
         Ok(report)
     }
+}
+
+/// `extract-<pid>-…` keys name the unpacking process; true when it no longer runs.
+fn extractor_is_dead(key: &str) -> bool {
+    key.strip_prefix("extract-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        })
 }
 
 /// The directory an applier can write into without mounting: an overlay's upperdir,

@@ -143,6 +143,29 @@ fn refs_and_gc() {
 }
 
 #[test]
+fn gc_removes_extractions_of_dead_unpackers() {
+    let d = tempdir("gc-extract");
+    let store = rpaas_images::ImageStore::open_overlay(d.path()).unwrap();
+    // pid 4194304 is above the kernel's pid_max limit: never a live process.
+    store
+        .snapshotter
+        .prepare("extract-4194304-1-sha256:abc", None)
+        .unwrap();
+    let mine = format!("extract-{}-1-sha256:def", std::process::id());
+    store.snapshotter.prepare(&mine, None).unwrap();
+    let r = store.gc().unwrap();
+    assert_eq!(
+        r.snapshots,
+        vec!["extract-4194304-1-sha256:abc".to_string()]
+    );
+    assert!(
+        store.snapshotter.stat(&mine).unwrap().is_some(),
+        "a live unpack is left alone"
+    );
+    store.snapshotter.remove(&mine).unwrap();
+}
+
+#[test]
 fn overlay_snapshot_semantics() {
     assert!(is_root(), "needs root (overlay mounts)");
     let d = tempdir("snap");
@@ -205,6 +228,9 @@ fn overlay_snapshot_semantics() {
     o.remove("never-existed").unwrap();
     assert!(o.walk().unwrap().is_empty());
     assert!(o.cleanup().unwrap().is_empty());
+    // A snapshot directory without metadata (crash between the two) is cleaned up.
+    std::fs::create_dir_all(d.path().join("overlay/snapshots/999/fs")).unwrap();
+    assert_eq!(o.cleanup().unwrap().len(), 1);
     assert_eq!(
         std::fs::read_dir(d.path().join("overlay/snapshots"))
             .unwrap()
