@@ -29,6 +29,12 @@ test-vm:
 bench: build
 	scripts/test-setup.sh
 	$(CARGO) run --release -p rpaas-benches
+	$(CARGO) run --release -p rpaas-benches --bin keeper_mem
+	$(CARGO) run --release -p rpaas-benches --bin net_attach
+	$(CARGO) run --release -p rpaas-benches --bin numa_place
+	$(CARGO) run --release -p rpaas-benches --bin image_apply
+	$(CARGO) run --release -p rpaas-benches --bin image_mount
+	$(CARGO) run --release -p rpaas-benches --bin image_pull
 
 # Remove whatever a crashed run left behind (containers, cgroups) under the default root.
 clean-host:

@@ -9,7 +9,7 @@ packages=(
   # containers: the rootfs the tests build, peers and real clients
   busybox-static runc crun podman conmon skopeo docker-registry apache2-utils uidmap
   # networking, NUMA, storage tools used by tests and the demo
-  iproute2 iputils-ping numactl dmsetup thin-provisioning-tools e2fsprogs xfsprogs util-linux procps
+  iproute2 iputils-ping zstd numactl dmsetup thin-provisioning-tools e2fsprogs xfsprogs util-linux procps
   # the VM harness (tests/vm): Debian's kernel under qemu (TCG)
   qemu-system-x86 linux-image-amd64 kmod xz-utils cpio
 )

@@ -175,8 +175,9 @@ fn same_bundle_same_view_as_runc_and_crun() {
 
 /// crun 1.8 refuses this host's hybrid layout until hugetlb is a v1 hierarchy.
 pub fn ensure_crun_can_run() {
+    // Only on a hybrid host: on pure v2 a mkdir here would make a cgroup.
     let p = Path::new("/sys/fs/cgroup/hugetlb");
-    if !p.exists() {
+    if Path::new("/sys/fs/cgroup/unified").exists() && !p.exists() {
         let _ = std::fs::create_dir(p);
         let _ = std::process::Command::new("mount").args(["-t", "cgroup", "-o", "hugetlb", "hugetlb"]).arg(p).status();
     }

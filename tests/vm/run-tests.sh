@@ -72,6 +72,16 @@ if (($# == 0)); then
 		[[ -f $repo/runtime/tests/$t.rs ]] || continue
 		run_set "$defaults --cgroup v2" "-p rpaas-runtime --test $t" "--test-threads=1"
 	done
+	# real containers (rpaas-run beside runc and crun), keeper mode and the
+	# agent's library API, on pure cgroup v2
+	for t in runtime_lifecycle keeper_daemonless host_api runtime_features; do
+		[[ -f $repo/tests/$t.rs ]] || continue
+		run_set "$defaults --cgroup v2" "-p rpaas --test $t" "--test-threads=1"
+	done
+	# NUMA: a container placed on node 1 of a two-node guest, on v2 and v1
+	for cg in v2 v1; do
+		run_set "--cgroup $cg --timeout 1200 --numa 2 --cpus 2" "-p rpaas-numa --test vm_numa" "--test-threads=1"
+	done
 	exit "$failed"
 fi
 
