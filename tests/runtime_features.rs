@@ -795,42 +795,6 @@ fn terminal_through_console_socket() {
     c.wait_until("the shell exits", || c.state()["status"] == "stopped");
 }
 
-/// Make the child's fds `targets[i]` copies of `sources[i]` (inheritable).
-fn pass_fds(cmd: &mut Command, pairs: Vec<(i32, i32)>) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: only dup2/fcntl (async-signal-safe) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            for (i, (src, _)) in pairs.iter().enumerate() {
-                if libc::dup2(*src, 200 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, (_, dst)) in pairs.iter().enumerate() {
-                if libc::dup2(200 + i as i32, *dst) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(200 + i as i32);
-            }
-            Ok(())
-        });
-    }
-}
-
-/// The fds of a host process: number → what it points to.
-pub fn fds_of(pid: i32) -> Vec<(i32, String)> {
-    let mut v: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/pid/fd")
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_str()?.parse().ok()?;
-            Some((n, std::fs::read_link(e.path()).ok()?.display().to_string()))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn preserve_fds_passes_exactly_those() {
     use std::os::fd::AsRawFd;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use crate::common::*;
 
@@ -168,4 +168,40 @@ pub fn cap_line(text: &str, key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .unwrap_or_else(|| panic!("no {key} in:\n{text}"));
     u64::from_str_radix(line.trim(), 16).expect("hex caps")
+}
+
+/// Make the child's fds `targets[i]` copies of `sources[i]` (inheritable).
+pub fn pass_fds(cmd: &mut Command, pairs: Vec<(i32, i32)>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only dup2/fcntl (async-signal-safe) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, (src, _)) in pairs.iter().enumerate() {
+                if libc::dup2(*src, 200 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, dst)) in pairs.iter().enumerate() {
+                if libc::dup2(200 + i as i32, *dst) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(200 + i as i32);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The fds of a host process: number → what it points to.
+pub fn fds_of(pid: i32) -> Vec<(i32, String)> {
+    let mut v: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/pid/fd")
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.parse().ok()?;
+            Some((n, std::fs::read_link(e.path()).ok()?.display().to_string()))
+        })
+        .collect();
+    v.sort();
+    v
 }
