@@ -11,8 +11,14 @@ fn state(root: &Path, id: &str) -> Value {
     serde_json::from_str(&rpaas_ok(root, &["state", id])).expect("state json")
 }
 
+/// The container's cgroup directories: /sys/fs/cgroup/<hierarchy>/rpaas/<id> on
+/// v1, /sys/fs/cgroup/rpaas/<id> on v2.
 fn cgroup_dirs(id: &str) -> Vec<String> {
     let mut found = Vec::new();
+    let v2 = Path::new("/sys/fs/cgroup/rpaas").join(id);
+    if v2.exists() {
+        found.push(v2.display().to_string());
+    }
     for entry in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup root").flatten() {
         let p = entry.path().join("rpaas").join(id);
         if p.exists() {
