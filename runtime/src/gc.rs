@@ -70,6 +70,12 @@ pub fn gc(root: &Path, all_stopped: bool) -> Result<Report> {
         if known.iter().any(|k| k == &path) || root.join(&id).exists() {
             continue;
         }
+        // Live processes in a cgroup this root does not know are most likely
+        // a container of another state root (another --root, podman's, a
+        // test's): never kill them; only dead leftovers are collected.
+        if has_live_pids(&id, &path) {
+            continue;
+        }
         match remove_cgroup(&id, &path) {
             Ok(()) => report.removed_cgroups.push(path),
             Err(e) => report.errors.push(format!("cgroup {path}: {}", e.chain())),
@@ -84,6 +90,13 @@ fn remove_dir(dir: &Dir, id: &str, report: &mut Report) {
         Ok(()) => report.removed_containers.push(id.to_string()),
         Err(e) => report.errors.push(format!("{}: {e}", dir.path.display())),
     }
+}
+
+fn has_live_pids(id: &str, path: &str) -> bool {
+    Cgroup::new(id, Some(path))
+        .ok()
+        .and_then(|cg| cg.pids().ok())
+        .is_some_and(|pids| !pids.is_empty())
 }
 
 fn remove_cgroup(id: &str, path: &str) -> Result<()> {
