@@ -76,6 +76,12 @@ pub fn gc(root: &Path, all_stopped: bool) -> Result<Report> {
         if has_live_pids(&id, &path) {
             continue;
         }
+        // An empty one may be another root's create in progress (mkdir done,
+        // init not yet added): removing it would fail that create. Leftovers
+        // of a crash are older than this.
+        if is_recent(&id, &path) {
+            continue;
+        }
         match remove_cgroup(&id, &path) {
             Ok(()) => report.removed_cgroups.push(path),
             Err(e) => report.errors.push(format!("cgroup {path}: {}", e.chain())),
@@ -98,6 +104,22 @@ fn has_live_pids(id: &str, path: &str) -> bool {
         .and_then(|cg| cg.pids().ok())
         .is_some_and(|pids| !pids.is_empty())
 }
+
+/// Made less than [`ORPHAN_GRACE`] ago in some hierarchy (cgroupfs keeps a
+/// directory's mtime at its mkdir time).
+fn is_recent(id: &str, path: &str) -> bool {
+    let Ok(cg) = Cgroup::new(id, Some(path)) else { return false };
+    cg.dirs().iter().any(|d| {
+        std::fs::metadata(d)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < ORPHAN_GRACE)
+    })
+}
+
+/// How long an empty cgroup no state names is left alone by `gc`.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn remove_cgroup(id: &str, path: &str) -> Result<()> {
     let cg = Cgroup::new(id, Some(path))?;
