@@ -317,6 +317,7 @@ fn scope(root: &Path, bundles: &[&Bundle]) -> Scope {
             format!("rpaas-crash-{}-", std::process::id()),
             format!("rpaas-stale-{}-", std::process::id()),
             format!("rpaas-idem-{}-", std::process::id()),
+            format!("rpaas-orphan-{}-", std::process::id()),
             root.display().to_string(),
         ],
         bundles: bundles.iter().map(|b| b.path().to_path_buf()).collect(),
@@ -465,4 +466,116 @@ fn states_from_another_boot_are_stopped_and_collected() {
         "{report}"
     );
     assert_nothing_left("stale states", &scope, &before, 50, || gc_ok(root.path()));
+}
+
+/// The cgroup dirs of container `id` in every hierarchy (default `/rpaas/<id>` path).
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .expect("read /sys/fs/cgroup")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.is_symlink())
+        .map(|h| h.join("rpaas").join(id))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// Make a cgroup look as if it was made an hour ago (cgroupfs keeps the
+/// mkdir time as mtime, and accepts utimes).
+fn age_an_hour(dirs: &[PathBuf]) {
+    for d in dirs {
+        let out = run_to_files(Command::new("touch").args(["-d", "-1 hour"]).arg(d));
+        assert!(
+            out.status.success(),
+            "touch {}: {}",
+            d.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Kills a process and removes cgroup dirs on the way out (test cleanup).
+struct CgroupGuard(Vec<PathBuf>, Option<i32>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.1 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for d in &self.0 {
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A cgroup no state names (its state root was wiped): gc removes it once it
+/// is no longer young and has no process, and never kills a live one (it may
+/// be another root's container).
+#[test]
+fn gc_collects_dead_orphan_cgroups_and_spares_live_ones() {
+    let root = state_root();
+    let _cleanup = CleanupRoot(root.path().to_path_buf());
+    let bundle = Bundle::new(&default_config(&["sleep", "1000"]));
+    let b = bundle.path().to_str().unwrap();
+    let dead = unique_id("rpaas-orphan");
+    let live = unique_id("rpaas-orphan");
+    for id in [&dead, &live] {
+        rpaas_ok(root.path(), &["run", "-d", "--bundle", b, id]);
+    }
+    let dead_dirs = cgroup_dirs(&dead);
+    let live_dirs = cgroup_dirs(&live);
+    assert!(
+        !dead_dirs.is_empty() && !live_dirs.is_empty(),
+        "no cgroup dirs under /sys/fs/cgroup/*/rpaas"
+    );
+    let live_pid = state_json(root.path(), &live)["pid"].as_i64().expect("pid") as i32;
+    let _guard_live = CgroupGuard(live_dirs.clone(), Some(live_pid));
+    let _guard_dead = CgroupGuard(dead_dirs.clone(), None);
+    // The dead one: its processes end; then both states vanish.
+    rpaas_ok(root.path(), &["kill", &dead, "KILL"]);
+    for _ in 0..200 {
+        if state_json(root.path(), &dead)["status"] == "stopped" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for id in [&dead, &live] {
+        std::fs::remove_dir_all(root.path().join(id)).expect("wipe state dir");
+    }
+
+    // Young: could be another root's create in progress.
+    gc_ok(root.path());
+    assert!(
+        dead_dirs.iter().all(|d| d.is_dir()),
+        "gc removed a cgroup made a moment ago"
+    );
+
+    age_an_hour(&dead_dirs);
+    age_an_hour(&live_dirs);
+    let report: Value = serde_json::from_str(&rpaas_ok(root.path(), &["gc"])).expect("gc report");
+    assert!(
+        report["removedCgroups"].to_string().contains(&dead),
+        "{report}"
+    );
+    assert!(
+        dead_dirs.iter().all(|d| !d.exists()),
+        "dead orphan cgroup left: {dead_dirs:?}"
+    );
+    assert!(
+        live_dirs.iter().all(|d| d.is_dir()),
+        "gc removed a cgroup with a live process"
+    );
+    assert!(
+        std::fs::read_to_string(format!("/proc/{live_pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z ")),
+        "gc killed the live orphan's process"
+    );
 }
