@@ -851,6 +851,40 @@ fn terminal_through_console_socket() {
     let text = read_until(&master, "-2done");
     assert!(text.contains("answer-42"), "{text:?}");
     assert!(text.contains("console-is-a-tty-/dev/pts-2done"), "{text:?}");
+
+    // exec --tty: a second terminal, for the exec'd shell only.
+    let exec_sock = dir.path().join("exec.sock");
+    let exec_listener = std::os::unix::net::UnixListener::bind(&exec_sock).unwrap();
+    let mut exec = Command::new(rpaas_run_bin())
+        .arg("--root")
+        .arg(c.root())
+        .args([
+            "exec",
+            "--tty",
+            "--console-socket",
+            exec_sock.to_str().unwrap(),
+            &c.id,
+            "sh",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(tempfile::tempfile().unwrap())
+        .stderr(tempfile::tempfile().unwrap())
+        .spawn()
+        .unwrap();
+    let (conn, _) = exec_listener.accept().unwrap();
+    let exec_master = std::fs::File::from(recv_fd(&conn));
+    (&exec_master)
+        .write_all(b"echo exec-tty-$(tty | cut -c1-8)-$((2+2))done\n")
+        .unwrap();
+    let text = read_until(&exec_master, "-4done");
+    assert!(text.contains("exec-tty-/dev/pts-4done"), "{text:?}");
+    (&exec_master).write_all(b"exit 5\n").unwrap();
+    assert_eq!(
+        exec.wait().unwrap().code(),
+        Some(5),
+        "exec returns the shell's code"
+    );
+
     (&master).write_all(b"exit 3\n").unwrap();
     c.wait_until("the shell exits", || c.state()["status"] == "stopped");
 }
