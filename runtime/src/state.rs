@@ -221,6 +221,13 @@ impl Dir {
 /// Older state formats read by this build; version 0 had no `version` field.
 fn upgrade(state: &mut State) {
     if state.version == 0 {
+        // Format 0 had no undo log: its cgroup, named by cgroupPath only, is
+        // the step delete/gc must undo (else it stays behind in every hierarchy).
+        if state.steps.is_empty() {
+            if let Some(path) = &state.cgroup_path {
+                state.steps.push(Step::Cgroup { path: path.clone() });
+            }
+        }
         state.version = STATE_VERSION;
     }
 }
