@@ -10,6 +10,11 @@
 //! Then the extra start latency of keeper mode (`run -d --keeper`) over a
 //! plain `run -d` for rpaas-run alone.
 //!
+//! Rows: `rpaas-run` as built; `rpaas-ro`, the same binary installed on a
+//! read-only mount (then it skips its protective re-exec, see
+//! runtime/src/security/exe.rs); `crun`; `runc`. State roots and the bundle
+//! live on a private tmpfs (as /run is on a normal host).
+//!
 //! Run as root: `cargo build --release --bin rpaas-run && cargo run --release -p rpaas-benches`.
 //! Env: RPAAS_RUN (the binary; default target/release/rpaas-run),
 //! RPAAS_BENCH_ITERS (default 21), RPAAS_BENCH_WARMUP (3), RPAAS_BENCH_BATCHES (5).
@@ -100,8 +105,17 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 /// The runtimes that work here: rpaas-run first, then the peers that run a
 /// container; each missing peer with the reason.
-fn runtimes(bundle_true: &Path) -> anyhow::Result<(Vec<Runtime>, Vec<String>, bool)> {
-    let mut rts = vec![Runtime::new("rpaas-run", find_rpaas_run()?)?];
+fn runtimes(
+    scratch: &Scratch,
+    bundle_true: &Path,
+) -> anyhow::Result<(Vec<Runtime>, Vec<String>, bool)> {
+    let base = scratch.path();
+    let rpaas = find_rpaas_run()?;
+    let mut rts = vec![Runtime::new("rpaas-run", rpaas.clone(), base)?];
+    match scratch.readonly_copy(&rpaas) {
+        Ok(ro) => rts.push(Runtime::new("rpaas-ro", ro, base)?),
+        Err(e) => println!("no rpaas-ro variant: {e:#}"),
+    }
     let mut missing = Vec::new();
     let mut mounted_hugetlb = false;
     for name in ["crun", "runc"] {
@@ -118,7 +132,7 @@ fn runtimes(bundle_true: &Path) -> anyhow::Result<(Vec<Runtime>, Vec<String>, bo
                 }
             }
         }
-        rts.push(Runtime::new(name, bin)?);
+        rts.push(Runtime::new(name, bin, base)?);
     }
     // A runtime that can't run the bundle is reported missing, not measured.
     let mut working = Vec::new();
@@ -168,11 +182,13 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// Print whether rpaas-run meets `limit` × crun's median for `case`.
-fn verdict(rows: &[Row], case: &str, what: &str, limit: f64) {
+/// Print whether `name` meets `limit` × crun's median for `case`.
+fn verdict(rows: &[Row], name: &str, case: &str, what: &str, limit: f64) {
     let get = |name: &str| rows.iter().find(|r| r.case == case && r.runtime == name);
-    let (Some(ours), Some(crun)) = (get("rpaas-run"), get("crun")) else {
-        println!("target {case}: {what} <= {limit}x crun: cannot judge (crun missing)");
+    let (Some(ours), Some(crun)) = (get(name), get("crun")) else {
+        println!(
+            "target {case}: {name} {what} <= {limit}x crun: cannot judge ({name} or crun missing)"
+        );
         return;
     };
     let (a, b) = match what {
@@ -181,7 +197,7 @@ fn verdict(rows: &[Row], case: &str, what: &str, limit: f64) {
     };
     let r = a.as_secs_f64() / b.as_secs_f64();
     let met = if r <= limit { "MET" } else { "NOT MET" };
-    println!("target {case}: {what} <= {limit}x crun: {r:.2}x -> {met}");
+    println!("target {case}: {name} {what} <= {limit}x crun: {r:.2}x -> {met}");
 }
 
 /// Issue 3: the extra start latency of `run -d --keeper` over `run -d`.
@@ -233,11 +249,12 @@ fn main() -> anyhow::Result<()> {
     let warm = env_usize("RPAAS_BENCH_WARMUP", 3);
     let batches = env_usize("RPAAS_BENCH_BATCHES", 5).max(1);
 
-    let bundles = Bundles::new(Path::new("/run"))?;
+    let scratch = Scratch::new()?;
+    let bundles = Bundles::new(scratch.path())?;
     let b_true = bundles.bundle("true", &["/bin/true"])?;
     let b_sleep = bundles.bundle("sleep", &["/bin/sleep", "1000"])?;
 
-    let (rts, missing, mounted_hugetlb) = runtimes(&b_true)?;
+    let (rts, missing, mounted_hugetlb) = runtimes(&scratch, &b_true)?;
     println!(
         "runtimes: {}",
         rts.iter()
@@ -288,10 +305,12 @@ fn main() -> anyhow::Result<()> {
     }
     print_table(&rows);
     println!();
-    verdict(&rows, "run /bin/true", "cpu", 0.8);
-    verdict(&rows, "run /bin/true", "wall", 0.9);
-    verdict(&rows, "20x run -d + 20x delete -f", "wall", 1.0);
-    verdict(&rows, "20x run -d + 20x delete -f", "cpu", 1.0);
+    for ours in ["rpaas-run", "rpaas-ro"] {
+        verdict(&rows, ours, "run /bin/true", "cpu", 0.8);
+        verdict(&rows, ours, "run /bin/true", "wall", 0.9);
+        verdict(&rows, ours, "20x run -d + 20x delete -f", "wall", 1.0);
+        verdict(&rows, ours, "20x run -d + 20x delete -f", "cpu", 1.0);
+    }
 
     keeper_latency(&rts[0], &b_sleep, warm, iters)?;
 
@@ -302,6 +321,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     drop(rts);
+    drop(bundles);
+    drop(scratch);
     if mounted_hugetlb {
         // Put the host back as we found it (hugetlb on the cgroup2 side).
         let _ = std::process::Command::new("umount")

@@ -168,7 +168,64 @@ pub fn ensure_hugetlb_v1() -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// An OCI runtime under test with its own state root (under /run).
+/// A private tmpfs for state roots and bundles, lazily unmounted (with
+/// anything mounted under it) on drop. The runtimes' state belongs on a tmpfs
+/// (/run is one on a normal host; on this one /run is ext4, where rpaas-run's
+/// fdatasync of each state write would be measured as disk latency).
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> anyhow::Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix("rpaas-bench-tmpfs-")
+            .tempdir_in("/run")
+            .context("scratch dir in /run")?;
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0755", "rpaas-bench"])
+            .arg(dir.path())
+            .status()?;
+        if !st.success() {
+            bail!("mount tmpfs on {}: {st}", dir.path().display());
+        }
+        Ok(Scratch { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A copy of `bin` on a read-only bind mount inside the scratch tmpfs:
+    /// how an installer can protect the binary so rpaas-run needs no
+    /// protective re-exec (see runtime/src/security/exe.rs).
+    pub fn readonly_copy(&self, bin: &Path) -> anyhow::Result<PathBuf> {
+        let dir = self.path().join("ro-bin");
+        std::fs::create_dir_all(&dir)?;
+        let name = bin.file_name().context("binary file name")?;
+        std::fs::copy(bin, dir.join(name)).with_context(|| format!("copy {}", bin.display()))?;
+        let st = Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(&dir)
+            .arg(&dir)
+            .status()?;
+        if !st.success() {
+            bail!("read-only bind of {}: {st}", dir.display());
+        }
+        Ok(dir.join(name))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: umount2 with a valid C path; MNT_DETACH takes submounts too.
+        if let Ok(c) = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes()) {
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// An OCI runtime under test with its own state root.
 pub struct Runtime {
     pub name: String,
     pub bin: PathBuf,
@@ -178,11 +235,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(name: &str, bin: PathBuf) -> anyhow::Result<Runtime> {
+    /// `bin` with a fresh state root under `base`.
+    pub fn new(name: &str, bin: PathBuf, base: &Path) -> anyhow::Result<Runtime> {
         let root = tempfile::Builder::new()
             .prefix(&format!("rpaas-bench-root-{name}-"))
-            .tempdir_in("/run")
-            .context("state root in /run")?;
+            .tempdir_in(base)
+            .with_context(|| format!("state root in {}", base.display()))?;
         Ok(Runtime {
             name: name.to_string(),
             bin,

@@ -212,6 +212,33 @@ fn remove_cgroup_tree(parent: &str) {
     }
 }
 
+/// Private_Dirty KiB of `pid` per mapping (file path, or [heap], [stack],
+/// [anon]), largest first: where a monitor's own memory goes.
+fn private_dirty_by_mapping(pid: i32) -> anyhow::Result<Vec<(u64, String)>> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // address perms offset dev inode [path]
+            current = f.nth(4).unwrap_or("[anon]").to_string();
+        } else if first == "Private_Dirty:" {
+            *by.entry(current.clone()).or_default() +=
+                f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<(u64, String)> = by
+        .into_iter()
+        .map(|(k, v)| (v, k))
+        .filter(|(v, _)| *v > 0)
+        .collect();
+    v.sort_by(|a, b| b.cmp(a));
+    Ok(v)
+}
+
 /// 20 keeper-mode containers; the keepers' (RSS, PSS) in KiB.
 fn keepers(rt: &Runtime, bundle: &Path) -> anyhow::Result<Vec<(u64, u64)>> {
     let b = bundle.to_string_lossy();
@@ -227,6 +254,18 @@ fn keepers(rt: &Runtime, bundle: &Path) -> anyhow::Result<Vec<(u64, u64)>> {
         .iter()
         .map(|&p| rss_pss(p))
         .collect::<anyhow::Result<Vec<_>>>();
+    if let Some(&p) = pids.first() {
+        let parts = private_dirty_by_mapping(p)?;
+        let top: Vec<String> = parts
+            .iter()
+            .take(6)
+            .map(|(kb, m)| format!("{m} {kb}"))
+            .collect();
+        println!(
+            "one keeper's Private_Dirty KiB by mapping (\"/\" is the binary): {}",
+            top.join(", ")
+        );
+    }
     for id in &ids {
         rt.run(&["delete", "--force", id])?;
     }
@@ -285,9 +324,10 @@ fn main() -> anyhow::Result<()> {
         bail!("keeper_mem needs root");
     }
     set_subreaper()?;
-    let bundles = Bundles::new(Path::new("/run"))?;
+    let scratch = Scratch::new()?;
+    let bundles = Bundles::new(scratch.path())?;
     let b_sleep = bundles.bundle("sleep", &["/bin/sleep", "1000"])?;
-    let rt = Runtime::new("rpaas-run", find_rpaas_run()?)?;
+    let rt = Runtime::new("rpaas-run", find_rpaas_run()?, scratch.path())?;
     let podman_rt = std::env::var("RPAAS_BENCH_PODMAN_RUNTIME").unwrap_or_else(|_| "runc".into());
 
     let k = keepers(&rt, &b_sleep)?;
