@@ -317,10 +317,11 @@ fn spawn_with_keeper(ctx: &Spawn, dir: &Dir, st: &mut State, lock: state::Lock) 
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork keeper", e))? {
         nix::unistd::ForkResult::Child => {
             drop(report_r);
-            // The per-container lock belongs to the create command, not to the keeper.
-            let lock_fd = lock.raw_fd();
+            // The per-container lock (one open file, shared with the create command)
+            // stays held here until setup is reported (close_fds_from in keeper_child
+            // closes it): if the create command dies meanwhile, delete and gc wait for
+            // the keeper instead of removing the cgroup under the init it is adding.
             std::mem::forget(lock);
-            let _ = nix::unistd::close(lock_fd);
             let code = keeper_child(ctx, dir, st, report_w, log_pipes);
             // SAFETY: leave without running the create command's destructors.
             unsafe { libc::_exit(code) }
