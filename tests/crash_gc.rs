@@ -300,7 +300,13 @@ fn run_case(case: &Case, root: &Path, bundle: &Bundle, scope: &Scope) {
         }
     }
     if case.recovery == Recovery::DeleteForce {
-        rpaas_ok(root, &["delete", "--force", &id]);
+        let out = rpaas(root, &["delete", "--force", &id]);
+        assert!(
+            out.status.success(),
+            "{what}: delete --force after the crash: {}; processes left in its cgroups: {:?}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            cgroup_procs(&id)
+        );
     }
     assert_nothing_left(&what, scope, &before, 50, || gc_ok(root));
     // And the id is free again: a new create under it works.
@@ -478,6 +484,23 @@ fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         .map(|h| h.join("rpaas").join(id))
         .filter(|d| d.is_dir())
         .collect()
+}
+
+/// "hierarchy: pid comm state" for every process left in the cgroups of `id`.
+fn cgroup_procs(id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in cgroup_dirs(id) {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.split_whitespace() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            out.push(format!(
+                "{}: {}",
+                d.display(),
+                stat.split(' ').take(3).collect::<Vec<_>>().join(" ")
+            ));
+        }
+    }
+    out
 }
 
 /// Make a cgroup look as if it was made an hour ago (cgroupfs keeps the
