@@ -657,6 +657,7 @@ fn hook_timeout_is_enforced_and_named() {
 
 #[test]
 fn user_namespace_maps_root_to_a_host_uid() {
+    use std::os::unix::fs::MetadataExt;
     let mut cfg = default_config(&["sleep", "1000"]);
     cfg["linux"]["namespaces"]
         .as_array_mut()
@@ -685,6 +686,10 @@ fn user_namespace_maps_root_to_a_host_uid() {
     let out = c.sh("id -u; id -g; cat /proc/self/uid_map");
     let f: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(f, ["0", "0", "0", "100000", "65536"], "{out}");
+    // What the container's root makes belongs to the mapped uid on the host.
+    c.sh("touch /tmp/rpaas-owned");
+    let meta = std::fs::metadata(c.bundle.rootfs().join("tmp/rpaas-owned")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (100000, 100000));
 }
 
 /// `ip netns add` a namespace; deleted on drop.
