@@ -312,7 +312,8 @@ fn main() -> anyhow::Result<()> {
         verdict(&rows, ours, "20x run -d + 20x delete -f", "cpu", 1.0);
     }
 
-    keeper_latency(&rts[0], &b_sleep, warm, iters)?;
+    // A small difference of two noisy medians: more pairs than the other cases.
+    keeper_latency(&rts[0], &b_sleep, warm, (iters * 3).max(41))?;
 
     for rt in &rts {
         let left = rt.leftovers();
