@@ -38,7 +38,9 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Ok when healthy; Err(reason) otherwise.
 pub fn check(c: &Container, check: &Check) -> Result<(), String> {
-    let init = c.live_init().ok_or_else(|| "container is not running".to_string())?;
+    let init = c
+        .live_init()
+        .ok_or_else(|| "container is not running".to_string())?;
     match check {
         Check::File { path } => {
             // The magic link is followed on purpose (it is the container's root);
@@ -49,11 +51,17 @@ pub fn check(c: &Container, check: &Check) -> Result<(), String> {
                 .open(format!("/proc/{}/root", init.pid))
                 .map_err(|e| format!("open the container's root: {e}"))?;
             let root = pathrs::Root::from_fd(std::os::fd::OwnedFd::from(dir));
-            root.resolve(path).map(|_| ()).map_err(|e| format!("{path}: {e}"))
+            root.resolve(path)
+                .map(|_| ())
+                .map_err(|e| format!("{path}: {e}"))
         }
         Check::Tcp { addr } => in_netns(init.pid, {
             let addr = *addr;
-            move || TcpStream::connect_timeout(&addr, TIMEOUT).map(|_| ()).map_err(|e| e.to_string())
+            move || {
+                TcpStream::connect_timeout(&addr, TIMEOUT)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
         }),
         Check::Http { addr, path } => in_netns(init.pid, {
             let (addr, path) = (*addr, path.clone());
@@ -66,7 +74,8 @@ fn in_netns<F>(pid: i32, f: F) -> Result<(), String>
 where
     F: FnOnce() -> Result<(), String> + Send + 'static,
 {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| format!("open netns: {e}"))?;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("open netns: {e}"))?;
     std::thread::spawn(move || {
         nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("join the container's netns: {e}"))?;
@@ -78,8 +87,13 @@ where
 
 fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut head = [0u8; 64];
     let n = s.read(&mut head).map_err(|e| e.to_string())?;
     let line = String::from_utf8_lossy(&head[..n]);
@@ -87,7 +101,12 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {:?}", line.lines().next().unwrap_or_default()))?;
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP answer: {:?}",
+                line.lines().next().unwrap_or_default()
+            )
+        })?;
     if (200..400).contains(&status) {
         Ok(())
     } else {

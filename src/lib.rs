@@ -25,7 +25,11 @@ pub enum Error {
     #[error(transparent)]
     Runtime(#[from] rpaas_runtime::Error),
     #[error("container {id}: rpaas-run {verb} failed: {stderr}")]
-    Helper { id: String, verb: String, stderr: String },
+    Helper {
+        id: String,
+        verb: String,
+        stderr: String,
+    },
     #[error("rpaas-run helper {path}: {source}")]
     Spawn {
         path: PathBuf,
@@ -33,7 +37,11 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("container {id}: health check {check}: {reason}")]
-    Health { id: String, check: String, reason: String },
+    Health {
+        id: String,
+        check: String,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -136,7 +144,10 @@ impl Host {
                 path: self.config.runtime.clone(),
                 source,
             })?;
-        Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned()))
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
     }
 
     /// Every container under the root, running or not.

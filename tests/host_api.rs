@@ -24,7 +24,9 @@ fn threads_run_check_and_stop_apps() {
     let bundles: Vec<Bundle> = ids
         .iter()
         .map(|_| {
-            let b = Bundle::new(&default_config(&["httpd", "-f", "-p", "8080", "-h", "/www"]));
+            let b = Bundle::new(&default_config(&[
+                "httpd", "-f", "-p", "8080", "-h", "/www",
+            ]));
             std::fs::create_dir_all(b.rootfs().join("www")).unwrap();
             std::fs::write(b.rootfs().join("www/index.html"), "ok\n").unwrap();
             b
@@ -40,15 +42,27 @@ fn threads_run_check_and_stop_apps() {
 
     // A new Host (the agent restarted) sees them all running, with keepers.
     let h = host(&root);
-    let listed: Vec<String> = h.list().unwrap().iter().map(|c| c.id().to_string()).collect();
+    let listed: Vec<String> = h
+        .list()
+        .unwrap()
+        .iter()
+        .map(|c| c.id().to_string())
+        .collect();
     for id in &ids {
         assert!(listed.contains(id), "{listed:?}");
         assert_eq!(h.load(id).unwrap().status(), Status::Running);
     }
 
     let id = &ids[0];
-    let http = Check::Http { addr: "127.0.0.1:8080".parse().unwrap(), path: "/index.html".into() };
-    let mut healthy = Err(rpaas::Error::Health { id: id.clone(), check: String::new(), reason: "not yet".into() });
+    let http = Check::Http {
+        addr: "127.0.0.1:8080".parse().unwrap(),
+        path: "/index.html".into(),
+    };
+    let mut healthy = Err(rpaas::Error::Health {
+        id: id.clone(),
+        check: String::new(),
+        reason: "not yet".into(),
+    });
     for _ in 0..100 {
         healthy = h.health(id, &http);
         if healthy.is_ok() {
@@ -57,12 +71,44 @@ fn threads_run_check_and_stop_apps() {
         std::thread::sleep(Duration::from_millis(20));
     }
     healthy.expect("httpd answers inside its own netns");
-    h.health(id, &Check::Tcp { addr: "127.0.0.1:8080".parse().unwrap() }).expect("tcp");
-    h.health(id, &Check::File { path: "/www/index.html".into() }).expect("file");
-    let err = h.health(id, &Check::File { path: "/www/missing".into() }).expect_err("missing file");
-    assert!(err.to_string().contains(id.as_str()) && err.to_string().contains("/www/missing"), "{err}");
-    assert!(h.health(id, &Check::Tcp { addr: "127.0.0.1:9".parse().unwrap() }).is_err());
-    let bad = Check::Http { addr: "127.0.0.1:8080".parse().unwrap(), path: "/nope".into() };
+    h.health(
+        id,
+        &Check::Tcp {
+            addr: "127.0.0.1:8080".parse().unwrap(),
+        },
+    )
+    .expect("tcp");
+    h.health(
+        id,
+        &Check::File {
+            path: "/www/index.html".into(),
+        },
+    )
+    .expect("file");
+    let err = h
+        .health(
+            id,
+            &Check::File {
+                path: "/www/missing".into(),
+            },
+        )
+        .expect_err("missing file");
+    assert!(
+        err.to_string().contains(id.as_str()) && err.to_string().contains("/www/missing"),
+        "{err}"
+    );
+    assert!(h
+        .health(
+            id,
+            &Check::Tcp {
+                addr: "127.0.0.1:9".parse().unwrap()
+            }
+        )
+        .is_err());
+    let bad = Check::Http {
+        addr: "127.0.0.1:8080".parse().unwrap(),
+        path: "/nope".into(),
+    };
     assert!(h.health(id, &bad).unwrap_err().to_string().contains("404"));
 
     // Logins: the app user and root.
@@ -76,7 +122,10 @@ fn threads_run_check_and_stop_apps() {
     assert!(json.to_string().contains("memory"), "{json}");
 
     for id in &ids {
-        let rec = h.stop(id, Duration::from_millis(300)).unwrap().expect("exit record");
+        let rec = h
+            .stop(id, Duration::from_millis(300))
+            .unwrap()
+            .expect("exit record");
         // httpd is pid 1 without a TERM handler: the grace period ends in SIGKILL.
         assert_eq!(rec.exit_signal, Some(9), "{rec:?}");
         h.delete(id).unwrap();

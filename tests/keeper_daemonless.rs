@@ -52,21 +52,52 @@ fn spawn_agent(root: &Path, jobs: &[(&str, &Path)]) -> std::process::Child {
 fn containers_outlive_a_killed_agent_and_exit_codes_survive() {
     let root = state_root();
     let cases: Vec<(String, Bundle, Option<i64>, Option<i64>)> = vec![
-        (unique_id("k-exit0"), Bundle::new(&default_config(&["sh", "-c", "read x < /tmp/go; exit 0"])), Some(0), None),
-        (unique_id("k-exit42"), Bundle::new(&default_config(&["sh", "-c", "read x < /tmp/go; exit 42"])), Some(42), None),
-        (unique_id("k-sigkill"), Bundle::new(&default_config(&["sleep", "1000"])), Some(137), Some(9)),
+        (
+            unique_id("k-exit0"),
+            Bundle::new(&default_config(&["sh", "-c", "read x < /tmp/go; exit 0"])),
+            Some(0),
+            None,
+        ),
+        (
+            unique_id("k-exit42"),
+            Bundle::new(&default_config(&["sh", "-c", "read x < /tmp/go; exit 42"])),
+            Some(42),
+            None,
+        ),
+        (
+            unique_id("k-sigkill"),
+            Bundle::new(&default_config(&["sleep", "1000"])),
+            Some(137),
+            Some(9),
+        ),
         // As pid 1 of its own pid namespace a process ignores SIGTERM it has no
         // handler for, so this one shares the host's pid namespace.
-        (unique_id("k-sigterm"), Bundle::new(&without_pid_ns(default_config(&["sleep", "1000"]))), Some(143), Some(15)),
+        (
+            unique_id("k-sigterm"),
+            Bundle::new(&without_pid_ns(default_config(&["sleep", "1000"]))),
+            Some(143),
+            Some(15),
+        ),
     ];
     for (_, b, _, _) in &cases {
         // A fifo the container blocks on until the test says go.
-        nix::unistd::mkfifo(&b.rootfs().join("tmp/go"), nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+        nix::unistd::mkfifo(
+            &b.rootfs().join("tmp/go"),
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+        )
+        .unwrap();
     }
-    let jobs: Vec<(&str, &Path)> = cases.iter().map(|(id, b, _, _)| (id.as_str(), b.path())).collect();
+    let jobs: Vec<(&str, &Path)> = cases
+        .iter()
+        .map(|(id, b, _, _)| (id.as_str(), b.path()))
+        .collect();
     let mut agent = spawn_agent(root.path(), &jobs);
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(agent.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(agent.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     assert_eq!(line.trim(), "ready");
     agent.kill().expect("SIGKILL the agent");
     agent.wait().unwrap();
@@ -109,10 +140,25 @@ fn without_pid_ns(mut cfg: Value) -> Value {
 fn oom_kill_is_recorded() {
     let root = state_root();
     let id = unique_id("k-oom");
-    let mut cfg = default_config(&["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"]);
-    cfg["linux"]["resources"]["memory"] = serde_json::json!({"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024});
+    let mut cfg = default_config(&[
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    cfg["linux"]["resources"]["memory"] =
+        serde_json::json!({"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024});
     let b = Bundle::new(&cfg);
-    rpaas_ok(root.path(), &["run", "--detach", "--keeper", "--bundle", b.path().to_str().unwrap(), &id]);
+    rpaas_ok(
+        root.path(),
+        &[
+            "run",
+            "--detach",
+            "--keeper",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &id,
+        ],
+    );
     let s = wait_stopped(root.path(), &id);
     assert_eq!(s["oomKilled"], true, "{s}");
     assert_eq!(s["exitCode"].as_i64(), Some(137), "{s}");
@@ -123,14 +169,41 @@ fn oom_kill_is_recorded() {
 fn detached_keeper_logs_output_as_json_lines() {
     let root = state_root();
     let id = unique_id("k-log");
-    let b = Bundle::new(&default_config(&["sh", "-c", "echo to-stdout; echo to-stderr >&2"]));
-    rpaas_ok(root.path(), &["run", "--detach", "--keeper", "--bundle", b.path().to_str().unwrap(), &id]);
+    let b = Bundle::new(&default_config(&[
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2",
+    ]));
+    rpaas_ok(
+        root.path(),
+        &[
+            "run",
+            "--detach",
+            "--keeper",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &id,
+        ],
+    );
     let s = wait_stopped(root.path(), &id);
     assert_eq!(s["exitCode"], 0);
     let log = std::fs::read_to_string(root.path().join(&id).join("log")).expect("log file");
-    let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
-    assert!(lines.iter().any(|l| l["stream"] == "stdout" && l["log"].as_str().unwrap().contains("to-stdout")), "{log}");
-    assert!(lines.iter().any(|l| l["stream"] == "stderr" && l["log"].as_str().unwrap().contains("to-stderr")), "{log}");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stream"] == "stdout" && l["log"].as_str().unwrap().contains("to-stdout")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stream"] == "stderr" && l["log"].as_str().unwrap().contains("to-stderr")),
+        "{log}"
+    );
     assert!(lines.iter().all(|l| l["time"].as_str().is_some()));
     rpaas_ok(root.path(), &["delete", &id]);
 }

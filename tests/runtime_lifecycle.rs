@@ -19,7 +19,10 @@ fn cgroup_dirs(id: &str) -> Vec<String> {
     if v2.exists() {
         found.push(v2.display().to_string());
     }
-    for entry in std::fs::read_dir("/sys/fs/cgroup").expect("cgroup root").flatten() {
+    for entry in std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroup root")
+        .flatten()
+    {
         let p = entry.path().join("rpaas").join(id);
         if p.exists() {
             found.push(p.display().to_string());
@@ -33,31 +36,68 @@ fn create_start_exec_kill_delete() {
     let root = state_root();
     let id = unique_id("life");
     let b = Bundle::new(&default_config(&["sleep", "1000"]));
-    rpaas_ok(root.path(), &["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    rpaas_ok(
+        root.path(),
+        &["create", "--bundle", b.path().to_str().unwrap(), &id],
+    );
     let s = state(root.path(), &id);
     assert_eq!(s["status"], "created");
     assert_eq!(s["id"], id.as_str());
-    assert_eq!(s["ociVersion"], "1.2.0", "the runtime's version, not the bundle's");
+    assert_eq!(
+        s["ociVersion"], "1.2.0",
+        "the runtime's version, not the bundle's"
+    );
     assert!(s["pid"].as_i64().unwrap() > 0);
-    assert_eq!(s["bundle"], b.path().canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        s["bundle"],
+        b.path().canonicalize().unwrap().to_str().unwrap()
+    );
     assert!(s["created"].as_str().unwrap().ends_with('Z'));
     assert!(!cgroup_dirs(&id).is_empty(), "cgroup made at create");
     // create left no rpaas process behind: init's parent is not an rpaas-run.
     let pid = s["pid"].as_i64().unwrap();
-    let ppid: i64 = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().rsplit(')').next().unwrap()
-        .split_whitespace().nth(1).unwrap().parse().unwrap();
-    let parent_exe = std::fs::read_link(format!("/proc/{ppid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
-    assert!(!parent_exe.contains("rpaas-run"), "init's parent is {parent_exe}");
+    let ppid: i64 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let parent_exe = std::fs::read_link(format!("/proc/{ppid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    assert!(
+        !parent_exe.contains("rpaas-run"),
+        "init's parent is {parent_exe}"
+    );
 
     rpaas_ok(root.path(), &["start", &id]);
     assert_eq!(state(root.path(), &id)["status"], "running");
-    let out = rpaas_ok(root.path(), &["exec", &id, "sh", "-c", "echo inside $(hostname); cat /proc/1/cmdline"]);
+    let out = rpaas_ok(
+        root.path(),
+        &[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "echo inside $(hostname); cat /proc/1/cmdline",
+        ],
+    );
     assert!(out.contains("inside rpaas-test"), "{out}");
-    assert!(out.contains("sleep"), "pid 1 is the container's init: {out}");
-    let code = rpaas(root.path(), &["exec", &id, "sh", "-c", "exit 7"]).status.code();
+    assert!(
+        out.contains("sleep"),
+        "pid 1 is the container's init: {out}"
+    );
+    let code = rpaas(root.path(), &["exec", &id, "sh", "-c", "exit 7"])
+        .status
+        .code();
     assert_eq!(code, Some(7), "exec returns the process's exit code");
 
-    let ps: Vec<i64> = serde_json::from_str(&rpaas_ok(root.path(), &["ps", "--format", "json", &id])).unwrap();
+    let ps: Vec<i64> =
+        serde_json::from_str(&rpaas_ok(root.path(), &["ps", "--format", "json", &id])).unwrap();
     assert!(ps.contains(&pid), "{ps:?}");
 
     rpaas_ok(root.path(), &["pause", &id]);
@@ -66,7 +106,10 @@ fn create_start_exec_kill_delete() {
     assert_eq!(state(root.path(), &id)["status"], "running");
 
     let refused = rpaas(root.path(), &["delete", &id]);
-    assert!(!refused.status.success(), "delete of a running container needs --force");
+    assert!(
+        !refused.status.success(),
+        "delete of a running container needs --force"
+    );
     assert!(String::from_utf8_lossy(&refused.stderr).contains(&id));
 
     rpaas_ok(root.path(), &["kill", &id, "KILL"]);
@@ -78,7 +121,11 @@ fn create_start_exec_kill_delete() {
     }
     assert_eq!(state(root.path(), &id)["status"], "stopped");
     rpaas_ok(root.path(), &["delete", &id]);
-    assert!(cgroup_dirs(&id).is_empty(), "cgroups left: {:?}", cgroup_dirs(&id));
+    assert!(
+        cgroup_dirs(&id).is_empty(),
+        "cgroups left: {:?}",
+        cgroup_dirs(&id)
+    );
     assert!(!root.path().join(&id).exists());
     assert!(!rpaas(root.path(), &["state", &id]).status.success());
     rpaas_ok(root.path(), &["delete", "--force", &id]);
@@ -95,8 +142,16 @@ fn run_returns_exit_codes() {
     ] {
         let id = unique_id("code");
         let b = Bundle::new(&default_config(&args));
-        let out = rpaas(root.path(), &["run", "--bundle", b.path().to_str().unwrap(), &id]);
-        assert_eq!(out.status.code(), Some(want), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = rpaas(
+            root.path(),
+            &["run", "--bundle", b.path().to_str().unwrap(), &id],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!root.path().join(&id).exists(), "run deletes the container");
         assert!(cgroup_dirs(&id).is_empty());
     }
@@ -109,7 +164,10 @@ fn bad_config_names_the_field_and_leaves_nothing() {
     let mut cfg = default_config(&["true"]);
     cfg["process"]["rlimits"][0]["type"] = "RLIMIT_BOGUS".into();
     let b = Bundle::new(&cfg);
-    let out = rpaas(root.path(), &["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    let out = rpaas(
+        root.path(),
+        &["create", "--bundle", b.path().to_str().unwrap(), &id],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("process.rlimits[0]"), "{err}");
@@ -123,12 +181,31 @@ fn bad_config_names_the_field_and_leaves_nothing() {
     let log = root.path().join("rpaas.log");
     let out = rpaas(
         root.path(),
-        &["--log", log.to_str().unwrap(), "--log-format", "json", "create", "--bundle", b.path().to_str().unwrap(), &id],
+        &[
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &id,
+        ],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&id) && err.contains("/no/such/program"), "{err}");
-    let logged: Value = serde_json::from_str(std::fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
+    assert!(
+        err.contains(&id) && err.contains("/no/such/program"),
+        "{err}"
+    );
+    let logged: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(logged["level"], "error");
     assert!(logged["msg"].as_str().unwrap().contains("/no/such/program"));
     assert!(!root.path().join(&id).exists(), "failed create undone");
@@ -152,7 +229,8 @@ fn run_with(runtime: &str, root: &Path, bundle: &Path, id: &str) -> (i32, String
             .arg(bundle)
             .arg(id),
     );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -161,10 +239,16 @@ fn same_bundle_same_view_as_runc_and_crun() {
     ensure_crun_can_run();
     let mut cfg = default_config(&["sh", "-c", PROBE]);
     cfg["process"]["cwd"] = "/tmp".into();
-    cfg["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [1001]});
+    cfg["process"]["user"] =
+        serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [1001]});
     let b = Bundle::new(&cfg);
     let root = state_root();
-    let (code, ours) = run_with(rpaas_run_bin().to_str().unwrap(), root.path(), b.path(), &unique_id("peer"));
+    let (code, ours) = run_with(
+        rpaas_run_bin().to_str().unwrap(),
+        root.path(),
+        b.path(),
+        &unique_id("peer"),
+    );
     assert_eq!(code, 0, "rpaas-run: {ours}");
     for peer in ["runc", "crun"] {
         let peer_root = state_root();
@@ -185,6 +269,9 @@ pub fn ensure_crun_can_run() {
     let p = Path::new("/sys/fs/cgroup/hugetlb");
     if Path::new("/sys/fs/cgroup/unified").exists() && !p.exists() {
         let _ = std::fs::create_dir(p);
-        let _ = std::process::Command::new("mount").args(["-t", "cgroup", "-o", "hugetlb", "hugetlb"]).arg(p).status();
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "cgroup", "-o", "hugetlb", "hugetlb"])
+            .arg(p)
+            .status();
     }
 }

@@ -41,11 +41,18 @@ pub fn setup(socket: &UnixStream, mount_console: bool, size: Option<(u16, u16)>)
     drop(master);
 
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
-    let slave = nix::fcntl::open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| Error::sys(format!("open {slave_path}"), e))?;
+    let slave = nix::fcntl::open(
+        slave_path.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys(format!("open {slave_path}"), e))?;
     // SAFETY: TIOCSCTTY on a tty we just opened; we are a session leader.
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-        return Err(Error::sys("set controlling terminal", nix::errno::Errno::last()));
+        return Err(Error::sys(
+            "set controlling terminal",
+            nix::errno::Errno::last(),
+        ));
     }
     for target in 0..3 {
         // SAFETY: dup2 onto stdio slots of our own process.
@@ -58,8 +65,14 @@ pub fn setup(socket: &UnixStream, mount_console: bool, size: Option<(u16, u16)>)
         if std::fs::symlink_metadata(console).is_err() {
             std::fs::File::create(console).map_err(|e| Error::io("create", console, e))?;
         }
-        mount(Some(slave_path.as_str()), console, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| Error::sys(format!("bind {slave_path} on /dev/console"), e))?;
+        mount(
+            Some(slave_path.as_str()),
+            console,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("bind {slave_path} on /dev/console"), e))?;
     }
     drop(slave);
     Ok(())

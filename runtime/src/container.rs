@@ -113,7 +113,11 @@ impl Container {
         if self.state.phase == Phase::Created && self.dir.fifo().exists() {
             return Status::Created;
         }
-        if self.cgroup().and_then(|c| c.is_frozen().ok()).unwrap_or(false) {
+        if self
+            .cgroup()
+            .and_then(|c| c.is_frozen().ok())
+            .unwrap_or(false)
+        {
             return Status::Paused;
         }
         Status::Running
@@ -170,7 +174,9 @@ impl Container {
         if status != Status::Created {
             return Err(self.wrong_state("start", status));
         }
-        let init = self.live_init().ok_or_else(|| self.wrong_state("start", Status::Stopped))?;
+        let init = self
+            .live_init()
+            .ok_or_else(|| self.wrong_state("start", Status::Stopped))?;
         failpoint::crash("start::begin");
         let fifo_path = self.dir.fifo();
         let fifo = std::fs::OpenOptions::new()
@@ -181,8 +187,16 @@ impl Container {
         let pidfd = hooks::pidfd_open(init.pid);
         loop {
             let mut fds = [
-                libc::pollfd { fd: fifo.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: pidfd.as_ref().map(|p| p.as_raw_fd()).unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: fifo.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: pidfd.as_ref().map(|p| p.as_raw_fd()).unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             // SAFETY: polling two fds we own (a negative one is ignored).
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
@@ -209,7 +223,11 @@ impl Container {
         if let Ok(spec) = self.spec() {
             let state_json = crate::create::oci_state_json(&self.state, "running", None);
             // poststart failures are reported but do not stop the container (runtime-spec).
-            hooks::run_all("poststart", spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()), &state_json)?;
+            hooks::run_all(
+                "poststart",
+                spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()),
+                &state_json,
+            )?;
         }
         Ok(())
     }
@@ -218,22 +236,35 @@ impl Container {
     pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
         let status = self.status();
         if all {
-            let cg = self.cgroup().ok_or_else(|| self.wrong_state("kill --all", status))?;
+            let cg = self
+                .cgroup()
+                .ok_or_else(|| self.wrong_state("kill --all", status))?;
             for pid in cg.pids()? {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
             }
             return Ok(());
         }
-        let init = self.live_init().ok_or_else(|| self.wrong_state("kill", Status::Stopped))?;
+        let init = self
+            .live_init()
+            .ok_or_else(|| self.wrong_state("kill", Status::Stopped))?;
         // A pidfd pins the process we verified: the signal cannot hit a reused pid.
         match hooks::pidfd_open(init.pid) {
             Some(fd) if init.is_alive() => {
                 // SAFETY: pidfd_send_signal on a pidfd we own.
                 let rc = unsafe {
-                    libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, std::ptr::null::<libc::siginfo_t>(), 0)
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        signal as i32,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
                 };
                 if rc != 0 {
-                    return Err(Error::sys(format!("container {}: kill {signal}", self.state.id), nix::errno::Errno::last()));
+                    return Err(Error::sys(
+                        format!("container {}: kill {signal}", self.state.id),
+                        nix::errno::Errno::last(),
+                    ));
                 }
                 Ok(())
             }
@@ -246,7 +277,9 @@ impl Container {
         if status != Status::Running && status != Status::Created {
             return Err(self.wrong_state("pause", status));
         }
-        self.cgroup().ok_or_else(|| self.wrong_state("pause", status))?.freeze()
+        self.cgroup()
+            .ok_or_else(|| self.wrong_state("pause", status))?
+            .freeze()
     }
 
     pub fn resume(&self) -> Result<()> {
@@ -254,7 +287,9 @@ impl Container {
         if status != Status::Paused {
             return Err(self.wrong_state("resume", status));
         }
-        self.cgroup().ok_or_else(|| self.wrong_state("resume", status))?.thaw()
+        self.cgroup()
+            .ok_or_else(|| self.wrong_state("resume", status))?
+            .thaw()
     }
 
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
@@ -262,7 +297,9 @@ impl Container {
         if status == Status::Stopped {
             return Err(self.wrong_state("update", status));
         }
-        self.cgroup().ok_or_else(|| self.wrong_state("update", status))?.apply(resources)
+        self.cgroup()
+            .ok_or_else(|| self.wrong_state("update", status))?
+            .apply(resources)
     }
 
     /// Host pids of every process in the container.
@@ -279,7 +316,10 @@ impl Container {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         if let Some(init) = self.live_init() {
             let ms = deadline
-                .map(|d| d.saturating_duration_since(std::time::Instant::now()).as_millis() as i64)
+                .map(|d| {
+                    d.saturating_duration_since(std::time::Instant::now())
+                        .as_millis() as i64
+                })
                 .unwrap_or(i64::MAX / 2);
             if !hooks::wait_exit(init.pid, ms) && init.is_alive() {
                 return Ok(None);
@@ -316,7 +356,11 @@ impl Container {
         self.kill_everything();
         if let Ok(spec) = self.spec() {
             let state_json = crate::create::oci_state_json(&self.state, "stopped", None);
-            if let Err(e) = hooks::run_all("poststop", spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()), &state_json) {
+            if let Err(e) = hooks::run_all(
+                "poststop",
+                spec.hooks().as_ref().and_then(|h| h.poststop().as_ref()),
+                &state_json,
+            ) {
                 tracing::warn!("container {}: {}", self.state.id, e.chain());
             }
         }
@@ -340,7 +384,8 @@ impl Container {
             if cg.exists() {
                 let _ = cg.thaw();
                 for pid in cg.pids().unwrap_or_default() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
         }

@@ -38,11 +38,22 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
     })?;
     let spec = container.spec()?;
     let linux = spec.linux().as_ref();
-    let plan = process::Plan::from_spec(&opts.process, linux.and_then(|l| l.seccomp().as_ref()), "process")?;
+    let plan = process::Plan::from_spec(
+        &opts.process,
+        linux.and_then(|l| l.seccomp().as_ref()),
+        "process",
+    )?;
     if plan.terminal && opts.console_socket.is_none() {
-        return Err(Error::spec("process.terminal", "true, but no --console-socket was given"));
+        return Err(Error::spec(
+            "process.terminal",
+            "true, but no --console-socket was given",
+        ));
     }
-    let console = opts.console_socket.as_deref().map(console::connect).transpose()?;
+    let console = opts
+        .console_socket
+        .as_deref()
+        .map(console::connect)
+        .transpose()?;
 
     let pidfd = hooks::pidfd_open(init.pid).ok_or_else(|| Error::State {
         id: container.id().to_string(),
@@ -67,13 +78,19 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
         CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
     ] {
         let name = namespaces::proc_name(f);
-        if !same_file(&format!("/proc/{}/ns/{name}", init.pid), &format!("/proc/self/ns/{name}")) {
+        if !same_file(
+            &format!("/proc/{}/ns/{name}", init.pid),
+            &format!("/proc/self/ns/{name}"),
+        ) {
             flags |= f;
         }
     }
     // A pid namespace is entered for our children: do it here, before the fork.
     if flags.contains(CloneFlags::CLONE_NEWPID) {
-        namespaces::join(CloneFlags::CLONE_NEWPID, &PathBuf::from(format!("/proc/{}/ns/pid", init.pid)))?;
+        namespaces::join(
+            CloneFlags::CLONE_NEWPID,
+            &PathBuf::from(format!("/proc/{}/ns/pid", init.pid)),
+        )?;
     }
     let (parent_end, child_end) = sync::pair()?;
     let cgroup = container.cgroup();
@@ -82,7 +99,14 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork exec process", e))? {
         nix::unistd::ForkResult::Child => {
             drop(parent_end);
-            let err = match child(&pidfd, flags, &plan, console.as_ref(), opts.preserve_fds, &child_end) {
+            let err = match child(
+                &pidfd,
+                flags,
+                &plan,
+                console.as_ref(),
+                opts.preserve_fds,
+                &child_end,
+            ) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -115,7 +139,8 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
             failpoint::crash("exec::started");
             if let Some(pf) = &opts.pid_file {
                 let tmp = pf.with_extension("rpaas-tmp");
-                std::fs::write(&tmp, child.as_raw().to_string()).map_err(|e| Error::io("write pid file", &tmp, e))?;
+                std::fs::write(&tmp, child.as_raw().to_string())
+                    .map_err(|e| Error::io("write pid file", &tmp, e))?;
                 std::fs::rename(&tmp, pf).map_err(|e| Error::io("rename pid file", pf, e))?;
             }
             if opts.detach {
@@ -157,7 +182,10 @@ fn child(
         // SAFETY: setns with a pidfd we own and a set of CLONE_NEW* flags (Linux 5.8+).
         let rc = unsafe { libc::setns(pidfd.as_raw_fd(), join.bits()) };
         if rc != 0 {
-            return Err(Error::sys(format!("join the container's namespaces {join:?}"), nix::errno::Errno::last()));
+            return Err(Error::sys(
+                format!("join the container's namespaces {join:?}"),
+                nix::errno::Errno::last(),
+            ));
         }
     }
     if plan.terminal {

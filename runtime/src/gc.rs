@@ -31,7 +31,9 @@ pub fn gc(root: &Path, all_stopped: bool) -> Result<Report> {
         Err(e) => return Err(Error::io("read state root", root, e)),
     };
     for entry in entries {
-        let Ok(id) = entry.file_name().into_string() else { continue };
+        let Ok(id) = entry.file_name().into_string() else {
+            continue;
+        };
         if !entry.path().is_dir() {
             continue;
         }
@@ -108,7 +110,9 @@ fn has_live_pids(id: &str, path: &str) -> bool {
 /// Made less than [`ORPHAN_GRACE`] ago in some hierarchy (cgroupfs keeps a
 /// directory's mtime at its mkdir time).
 fn is_recent(id: &str, path: &str) -> bool {
-    let Ok(cg) = Cgroup::new(id, Some(path)) else { return false };
+    let Ok(cg) = Cgroup::new(id, Some(path)) else {
+        return false;
+    };
     cg.dirs().iter().any(|d| {
         std::fs::metadata(d)
             .and_then(|m| m.modified())
@@ -125,7 +129,10 @@ fn remove_cgroup(id: &str, path: &str) -> Result<()> {
     let cg = Cgroup::new(id, Some(path))?;
     let _ = cg.thaw();
     for pid in cg.pids().unwrap_or_default() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     for _ in 0..200 {
         if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {

@@ -37,7 +37,9 @@ fn run_one(kind: &str, index: usize, hook: &Hook, state_json: &str) -> Result<()
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
     let mut child = cmd.spawn().map_err(|e| err(format!("cannot start: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine.
@@ -70,7 +72,9 @@ pub fn wait_exit(pid: i32, ms: i64) -> bool {
     }];
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms.max(0) as u64);
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now()).as_millis() as i32;
+        let left = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_millis() as i32;
         // SAFETY: polling one valid fd.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), 1, left) };
         if rc > 0 {

@@ -20,9 +20,26 @@ use crate::state::{now_rfc3339, Dir, ExitRecord};
 const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
 
 /// Runs until init exits; returns the keeper's own exit code.
-pub fn run(dir: &Dir, init: i32, cgroup: &Cgroup, logs: Option<(OwnedFd, OwnedFd)>, log_max: u64) -> i32 {
+pub fn run(
+    dir: &Dir,
+    init: i32,
+    cgroup: &Cgroup,
+    logs: Option<(OwnedFd, OwnedFd)>,
+    log_max: u64,
+) -> i32 {
     let oom_before = cgroup.oom_kill_count().unwrap_or(0);
-    let mut log = logs.map(|(out, err)| LogSink::new(dir, out, err, if log_max == 0 { DEFAULT_LOG_MAX } else { log_max }));
+    let mut log = logs.map(|(out, err)| {
+        LogSink::new(
+            dir,
+            out,
+            err,
+            if log_max == 0 {
+                DEFAULT_LOG_MAX
+            } else {
+                log_max
+            },
+        )
+    });
     let status = match &mut log {
         Some(sink) => sink.pump_until_exit(init),
         None => wait_for(init),
@@ -85,8 +102,16 @@ struct LogSink {
 impl LogSink {
     fn new(dir: &Dir, out: OwnedFd, err: OwnedFd, max: u64) -> LogSink {
         let path = dir.log_file();
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).ok();
-        let size = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.len()).unwrap_or(0);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
+        let size = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
         LogSink {
             path,
             file,
@@ -103,13 +128,27 @@ impl LogSink {
         loop {
             let mut fds = Vec::with_capacity(3);
             let pfd = pidfd.as_ref().map(|p| p.as_raw_fd()).unwrap_or(-1);
-            fds.push(libc::pollfd { fd: pfd, events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: pfd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
             for fd in [&self.out, &self.err] {
                 let raw = fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
-                fds.push(libc::pollfd { fd: raw, events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: raw,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
             // SAFETY: polling fds we own; negative fds are ignored by poll.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, if pfd < 0 { 100 } else { -1 }) };
+            let rc = unsafe {
+                libc::poll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    if pfd < 0 { 100 } else { -1 },
+                )
+            };
             if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                 return wait_for(init);
             }
@@ -136,7 +175,10 @@ impl LogSink {
         for stdout in [true, false] {
             let fd = if stdout { &self.out } else { &self.err };
             if let Some(f) = fd {
-                let _ = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+                let _ = nix::fcntl::fcntl(
+                    f,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                );
             }
             while self.copy(stdout) {}
         }
@@ -145,7 +187,9 @@ impl LogSink {
     /// Copy one read's worth; false at EOF or when nothing is there.
     fn copy(&mut self, stdout: bool) -> bool {
         let slot = if stdout { &mut self.out } else { &mut self.err };
-        let Some(fd) = slot.as_ref() else { return false };
+        let Some(fd) = slot.as_ref() else {
+            return false;
+        };
         let mut buf = [0u8; 16 * 1024];
         match nix::unistd::read(fd, &mut buf) {
             Ok(0) => {
@@ -182,7 +226,11 @@ impl LogSink {
     fn rotate(&mut self) {
         let old = self.path.with_extension("1");
         let _ = std::fs::rename(&self.path, old);
-        self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).ok();
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .ok();
         self.size = 0;
     }
 }
@@ -190,10 +238,15 @@ impl LogSink {
 fn reap_orphans_except(init: i32) {
     // Reap only children other than init, one at a time, without blocking:
     // waitpid(-1) could take init's status away from pump_until_exit.
-    let Ok(entries) = std::fs::read_to_string(format!("/proc/self/task/{}/children", std::process::id())) else {
+    let Ok(entries) =
+        std::fs::read_to_string(format!("/proc/self/task/{}/children", std::process::id()))
+    else {
         return;
     };
-    for pid in entries.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+    for pid in entries
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
         if pid != init {
             let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
         }

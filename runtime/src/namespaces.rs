@@ -59,7 +59,9 @@ impl Plan {
         for ns in nss.into_iter().flatten() {
             let flag = flag_of(ns.typ());
             match ns.path() {
-                Some(p) if flag == CloneFlags::CLONE_NEWUSER => plan.join.insert(0, (flag, p.clone())),
+                Some(p) if flag == CloneFlags::CLONE_NEWUSER => {
+                    plan.join.insert(0, (flag, p.clone()))
+                }
                 Some(p) => plan.join.push((flag, p.clone())),
                 None => plan.new |= flag,
             }
@@ -84,8 +86,12 @@ impl Plan {
 /// setns into the namespace at `path`.
 pub fn join(flag: CloneFlags, path: &std::path::Path) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("open namespace", path, e))?;
-    nix::sched::setns(file.as_fd(), flag)
-        .map_err(|e| Error::sys(format!("setns {} namespace {}", proc_name(flag), path.display()), e))
+    nix::sched::setns(file.as_fd(), flag).map_err(|e| {
+        Error::sys(
+            format!("setns {} namespace {}", proc_name(flag), path.display()),
+            e,
+        )
+    })
 }
 
 pub fn unshare(flags: CloneFlags) -> Result<()> {
@@ -104,7 +110,10 @@ pub fn loopback_up() -> Result<()> {
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
-            return Err(Error::sys("socket for loopback setup", nix::errno::Errno::last()));
+            return Err(Error::sys(
+                "socket for loopback setup",
+                nix::errno::Errno::last(),
+            ));
         }
         let mut req: libc::ifreq = std::mem::zeroed();
         for (i, b) in b"lo\0".iter().enumerate() {
@@ -118,7 +127,10 @@ pub fn loopback_up() -> Result<()> {
         let err = nix::errno::Errno::last();
         libc::close(fd);
         if rc != 0 {
-            return Err(Error::sys("bring up lo in the container's network namespace", err));
+            return Err(Error::sys(
+                "bring up lo in the container's network namespace",
+                err,
+            ));
         }
     }
     Ok(())

@@ -79,12 +79,19 @@ impl Plan {
             }
         }
         security::keep_caps_across_setuid()?;
-        let gids: Vec<Gid> = self.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        let gids: Vec<Gid> = self
+            .additional_gids
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
         if let Err(e) = nix::unistd::setgroups(&gids) {
             // In a user namespace with setgroups denied, an empty list is fine.
             if !(gids.is_empty() && e == nix::errno::Errno::EPERM) {
                 return Err(Error::sys(
-                    format!("process.user.additionalGids: setgroups {:?}", self.additional_gids),
+                    format!(
+                        "process.user.additionalGids: setgroups {:?}",
+                        self.additional_gids
+                    ),
                     e,
                 ));
             }
@@ -108,7 +115,8 @@ impl Plan {
     /// resolved inside the container's root.
     pub fn create_cwd(&self) -> Result<()> {
         if std::fs::symlink_metadata(&self.cwd).is_err() {
-            std::fs::create_dir_all(&self.cwd).map_err(|e| Error::io("process.cwd: create", &self.cwd, e))?;
+            std::fs::create_dir_all(&self.cwd)
+                .map_err(|e| Error::io("process.cwd: create", &self.cwd, e))?;
         }
         Ok(())
     }
@@ -118,7 +126,8 @@ impl Plan {
     /// (/proc/self/fd/N, CVE-2024-21626) has no path from "/" and fails here.
     pub fn enter_cwd(&self) -> Result<()> {
         if std::fs::metadata(&self.cwd).is_err() {
-            std::fs::create_dir_all(&self.cwd).map_err(|e| Error::io("process.cwd: create", &self.cwd, e))?;
+            std::fs::create_dir_all(&self.cwd)
+                .map_err(|e| Error::io("process.cwd: create", &self.cwd, e))?;
         }
         nix::unistd::chdir(&self.cwd)
             .map_err(|e| Error::sys(format!("process.cwd: chdir {}", self.cwd.display()), e))?;
@@ -157,7 +166,10 @@ impl Plan {
         }
         Err(Error::spec(
             "process.args[0]",
-            format!("{}: not found in PATH {path} in the container", prog.display()),
+            format!(
+                "{}: not found in PATH {path} in the container",
+                prog.display()
+            ),
         ))
     }
 
@@ -178,8 +190,15 @@ impl Plan {
                 CString::new(s).map_err(|_| Error::spec(what.to_string(), "contains a NUL byte"))
             };
             let prog = c(&program.to_string_lossy(), "process.args[0]")?;
-            let args = self.args.iter().map(|a| c(a, "process.args")).collect::<Result<Vec<_>>>()?;
-            let env = env.iter().map(|a| c(a, "process.env")).collect::<Result<Vec<_>>>()?;
+            let args = self
+                .args
+                .iter()
+                .map(|a| c(a, "process.args"))
+                .collect::<Result<Vec<_>>>()?;
+            let env = env
+                .iter()
+                .map(|a| c(a, "process.env"))
+                .collect::<Result<Vec<_>>>()?;
             Ok((prog, args, env))
         })();
         let (prog, args, env) = match prepared {
@@ -226,11 +245,17 @@ pub fn parse_user_spec(spec: &str) -> Result<(u32, Option<u32>)> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let uid = u
-        .parse::<u32>()
-        .map_err(|_| Error::spec("--user", format!("{u:?}: only numeric uid[:gid] is supported")))?;
+    let uid = u.parse::<u32>().map_err(|_| {
+        Error::spec(
+            "--user",
+            format!("{u:?}: only numeric uid[:gid] is supported"),
+        )
+    })?;
     let gid = g
-        .map(|g| g.parse::<u32>().map_err(|_| Error::spec("--user", format!("{g:?}: not a numeric gid"))))
+        .map(|g| {
+            g.parse::<u32>()
+                .map_err(|_| Error::spec("--user", format!("{g:?}: not a numeric gid")))
+        })
         .transpose()?;
     Ok((uid, gid))
 }

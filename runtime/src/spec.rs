@@ -59,7 +59,10 @@ pub fn rootfs_path(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
     };
     match std::fs::metadata(&abs) {
         Ok(m) if m.is_dir() => Ok(abs),
-        Ok(_) => Err(Error::spec("root.path", format!("{} is not a directory", abs.display()))),
+        Ok(_) => Err(Error::spec(
+            "root.path",
+            format!("{} is not a directory", abs.display()),
+        )),
         Err(e) => Err(Error::spec("root.path", format!("{}: {e}", abs.display()))),
     }
 }
@@ -121,7 +124,12 @@ pub fn validate(spec: &Spec) -> Result<()> {
 pub fn validate_process(process: &Process, field: &str) -> Result<()> {
     match process.args() {
         Some(args) if !args.is_empty() && !args[0].is_empty() => {}
-        _ => return Err(Error::spec(format!("{field}.args"), "must name a program to run")),
+        _ => {
+            return Err(Error::spec(
+                format!("{field}.args"),
+                "must name a program to run",
+            ))
+        }
     }
     if !process.cwd().is_absolute() {
         return Err(Error::spec(
@@ -132,7 +140,10 @@ pub fn validate_process(process: &Process, field: &str) -> Result<()> {
     if let Some(env) = process.env() {
         for (i, e) in env.iter().enumerate() {
             if !e.contains('=') {
-                return Err(Error::spec(format!("{field}.env[{i}]"), format!("{e:?} is not KEY=VALUE")));
+                return Err(Error::spec(
+                    format!("{field}.env[{i}]"),
+                    format!("{e:?} is not KEY=VALUE"),
+                ));
             }
         }
     }
@@ -165,6 +176,9 @@ mod tests {
     fn empty_args_refused() {
         let json = br#"{"ociVersion":"1.2.0","process":{"cwd":"/","user":{"uid":0,"gid":0},"args":[]},"root":{"path":"rootfs"}}"#;
         let spec: Spec = parse_json(json, "config.json").expect("parse");
-        assert!(validate(&spec).expect_err("fail").to_string().contains("process.args"));
+        assert!(validate(&spec)
+            .expect_err("fail")
+            .to_string()
+            .contains("process.args"));
     }
 }

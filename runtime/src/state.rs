@@ -34,7 +34,8 @@ pub struct ProcessId {
 impl ProcessId {
     /// The identity of a live process, read from /proc.
     pub fn of(pid: i32) -> Result<ProcessId> {
-        let start_time = start_time(pid).ok_or_else(|| Error::Other(format!("process {pid} is gone")))?;
+        let start_time =
+            start_time(pid).ok_or_else(|| Error::Other(format!("process {pid} is gone")))?;
         Ok(ProcessId { pid, start_time })
     }
 
@@ -160,7 +161,9 @@ pub struct Dir {
 
 impl Dir {
     pub fn new(root: &Path, id: &str) -> Dir {
-        Dir { path: root.join(id) }
+        Dir {
+            path: root.join(id),
+        }
     }
     pub fn state_file(&self) -> PathBuf {
         self.path.join("state.json")
@@ -191,7 +194,8 @@ impl Dir {
     }
 
     pub fn write_state(&self, state: &State) -> Result<()> {
-        let bytes = serde_json::to_vec(state).map_err(|e| Error::Other(format!("encode state: {e}")))?;
+        let bytes =
+            serde_json::to_vec(state).map_err(|e| Error::Other(format!("encode state: {e}")))?;
         write_atomic(&self.state_file(), &bytes)
     }
 
@@ -207,7 +211,8 @@ impl Dir {
     }
 
     pub fn write_exit(&self, rec: &ExitRecord) -> Result<()> {
-        let bytes = serde_json::to_vec(rec).map_err(|e| Error::Other(format!("encode exit: {e}")))?;
+        let bytes =
+            serde_json::to_vec(rec).map_err(|e| Error::Other(format!("encode exit: {e}")))?;
         write_atomic(&self.exit_file(), &bytes)
     }
 
@@ -245,7 +250,11 @@ impl Lock {
 
     /// Take the lock only if nobody holds it (None when held).
     pub fn try_take(path: &Path) -> Result<Option<Lock>> {
-        let file = match OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(path) {
+        let file = match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open lock", path, e)),
@@ -284,7 +293,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .custom_flags(libc::O_CLOEXEC)
         .open(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", &tmp, e))?;
     file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     Ok(())
@@ -334,7 +344,9 @@ pub fn validate_id(id: &str) -> Result<()> {
         && id.len() <= 1024
         && id != "."
         && id != ".."
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-+:@".contains(c));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+:@".contains(c));
     if ok {
         Ok(())
     } else {

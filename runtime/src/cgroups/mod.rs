@@ -245,7 +245,9 @@ pub fn list_children(prefix: &str) -> Result<Vec<String>> {
 /// empty, so that deleting the last container leaves no trace. Busy or
 /// non-empty directories are left alone (another container lives there).
 pub fn remove_if_empty(prefix: &str) {
-    let Ok(prefix) = normalize(prefix) else { return };
+    let Ok(prefix) = normalize(prefix) else {
+        return;
+    };
     let rel = prefix.trim_start_matches('/');
     if let Ok(layout) = layout() {
         for root in layout.roots() {

@@ -84,7 +84,10 @@ fn clone_fallback(flags: libc::c_int) -> Result<libc::c_long> {
         )
     };
     if rc == -1 {
-        return Err(Error::sys(format!("clone (flags {flags:#x})"), Errno::last()));
+        return Err(Error::sys(
+            format!("clone (flags {flags:#x})"),
+            Errno::last(),
+        ));
     }
     Ok(rc)
 }

@@ -85,7 +85,8 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         become_namespace_root()?;
     }
     // In the cgroup by now (the runtime put us there): its namespace shows only our subtree.
-    let late = a.ns.new & (CloneFlags::CLONE_NEWCGROUP | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
+    let late = a.ns.new
+        & (CloneFlags::CLONE_NEWCGROUP | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
     namespaces::unshare(late)?;
     if late.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
         write_time_offsets(a.spec)?;
@@ -97,13 +98,18 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     let linux = a.spec.linux().as_ref();
     if a.ns.has(CloneFlags::CLONE_NEWUTS) {
         if let Some(h) = a.spec.hostname() {
-            nix::unistd::sethostname(h).map_err(|e| Error::sys(format!("hostname: sethostname {h:?}"), e))?;
+            nix::unistd::sethostname(h)
+                .map_err(|e| Error::sys(format!("hostname: sethostname {h:?}"), e))?;
         }
         if let Some(d) = a.spec.domainname() {
             set_domainname(d)?;
         }
     }
-    for (k, v) in linux.and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
+    for (k, v) in linux
+        .and_then(|l| l.sysctl().as_ref())
+        .into_iter()
+        .flatten()
+    {
         security::apply_sysctl(k, v)?;
     }
 
@@ -116,7 +122,11 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         cgroupns: a.ns.has(CloneFlags::CLONE_NEWCGROUP),
         netns: a.ns.has(CloneFlags::CLONE_NEWNET),
     };
-    let prepared = if own_mounts { Some(rootfs::prepare(&plan)?) } else { None };
+    let prepared = if own_mounts {
+        Some(rootfs::prepare(&plan)?)
+    } else {
+        None
+    };
 
     if a.runtime_hooks {
         sync.send(&ChildMsg::NeedHooks)?;
@@ -132,9 +142,12 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     if prepared.is_some() {
         rootfs::pivot(&plan)?;
         if a.process.terminal {
-            let sock = a
-                .console
-                .ok_or_else(|| Error::spec("process.terminal", "true, but no --console-socket was given"))?;
+            let sock = a.console.ok_or_else(|| {
+                Error::spec(
+                    "process.terminal",
+                    "true, but no --console-socket was given",
+                )
+            })?;
             let size = a
                 .spec
                 .process()
@@ -171,7 +184,8 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         .write(true)
         .open(&fifo_path)
         .map_err(|e| Error::io("open start fifo", &fifo_path, e))?;
-    std::io::Write::write_all(&mut fifo, b"0").map_err(|e| Error::io("write start fifo", &fifo_path, e))?;
+    std::io::Write::write_all(&mut fifo, b"0")
+        .map_err(|e| Error::io("write start fifo", &fifo_path, e))?;
     drop(fifo);
 
     hooks::run_all(
@@ -212,7 +226,11 @@ fn become_namespace_root() -> Result<()> {
 /// linux.timeOffsets: written once, after unshare(CLONE_NEWTIME) and before
 /// anything enters the namespace (our execve does).
 fn write_time_offsets(spec: &Spec) -> Result<()> {
-    let Some(offsets) = spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) else {
+    let Some(offsets) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    else {
         return Ok(());
     };
     let mut text = String::new();
@@ -223,17 +241,28 @@ fn write_time_offsets(spec: &Spec) -> Result<()> {
                 "only monotonic and boottime can be offset",
             ));
         }
-        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
     }
-    std::fs::write("/proc/self/timens_offsets", text)
-        .map_err(|e| Error::spec("linux.timeOffsets", format!("write /proc/self/timens_offsets: {e}")))
+    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| {
+        Error::spec(
+            "linux.timeOffsets",
+            format!("write /proc/self/timens_offsets: {e}"),
+        )
+    })
 }
 
 fn set_domainname(name: &str) -> Result<()> {
     // SAFETY: setdomainname with a pointer/length pair of a live str.
     let rc = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
     if rc != 0 {
-        return Err(Error::sys(format!("domainname: setdomainname {name:?}"), nix::errno::Errno::last()));
+        return Err(Error::sys(
+            format!("domainname: setdomainname {name:?}"),
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(())
 }

@@ -52,19 +52,30 @@ pub struct CreateOptions {
 /// What a successful create leaves: the state on disk.
 pub fn create(opts: &CreateOptions) -> Result<State> {
     state::validate_id(&opts.id)?;
-    let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
+    let bundle = std::fs::canonicalize(&opts.bundle)
+        .map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
     let config_bytes = std::fs::read(bundle.join("config.json"))
         .map_err(|e| Error::io("read", bundle.join("config.json"), e))?;
     let spec = spec::parse_config(&config_bytes)?;
     spec::validate(&spec)?;
     let rootfs = spec::rootfs_path(&bundle, &spec)?;
     let linux = spec.linux().as_ref();
-    let proc_spec = spec.process().as_ref().ok_or_else(|| Error::spec("process", "missing"))?;
-    let process = process::Plan::from_spec(proc_spec, linux.and_then(|l| l.seccomp().as_ref()), "process")?;
+    let proc_spec = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::spec("process", "missing"))?;
+    let process = process::Plan::from_spec(
+        proc_spec,
+        linux.and_then(|l| l.seccomp().as_ref()),
+        "process",
+    )?;
     let ns = namespaces::Plan::from_spec(linux.and_then(|l| l.namespaces().as_ref()));
     validate_sysctls(&spec)?;
     if process.terminal && opts.console_socket.is_none() {
-        return Err(Error::spec("process.terminal", "true, but no --console-socket was given"));
+        return Err(Error::spec(
+            "process.terminal",
+            "true, but no --console-socket was given",
+        ));
     }
 
     std::fs::DirBuilder::new()
@@ -76,7 +87,9 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     match std::fs::DirBuilder::new().mode(0o700).create(&dir.path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::Exists { id: opts.id.clone() })
+            return Err(Error::Exists {
+                id: opts.id.clone(),
+            })
         }
         Err(e) => return Err(Error::io("create state dir", &dir.path, e)),
     }
@@ -110,7 +123,13 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     failpoint::crash("create::state-written");
 
     // The cgroup, recorded first.
-    let cg = Cgroup::new(&opts.id, linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy()).as_deref())?;
+    let cg = Cgroup::new(
+        &opts.id,
+        linux
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy())
+            .as_deref(),
+    )?;
     st.cgroup_path = Some(cg.path().to_string());
     st.steps.push(Step::Cgroup {
         path: cg.path().to_string(),
@@ -135,15 +154,22 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     nix::unistd::mkfifo(&dir.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o622))
         .map_err(|e| Error::sys(format!("mkfifo {}", dir.fifo().display()), e))?;
     // The umask took away "others may write": init may run as any user.
-    std::fs::set_permissions(dir.fifo(), std::os::unix::fs::PermissionsExt::from_mode(0o622))
-        .map_err(|e| Error::io("chmod", dir.fifo(), e))?;
+    std::fs::set_permissions(
+        dir.fifo(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o622),
+    )
+    .map_err(|e| Error::io("chmod", dir.fifo(), e))?;
     let fifo: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
         .open(dir.fifo())
         .map_err(|e| Error::io("open", dir.fifo(), e))?
         .into();
-    let console = opts.console_socket.as_deref().map(crate::console::connect).transpose()?;
+    let console = opts
+        .console_socket
+        .as_deref()
+        .map(crate::console::connect)
+        .transpose()?;
     failpoint::crash("create::fifo-made");
 
     let ctx = Spawn {
@@ -245,8 +271,16 @@ impl Spawn<'_> {
                         Some(ChildMsg::NeedHooks) => {
                             let state = oci_state_json(st, "creating", Some(child));
                             let h = self.spec.hooks().as_ref();
-                            hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), &state)?;
-                            hooks::run_all("createRuntime", h.and_then(|h| h.create_runtime().as_ref()), &state)?;
+                            hooks::run_all(
+                                "prestart",
+                                h.and_then(|h| h.prestart().as_ref()),
+                                &state,
+                            )?;
+                            hooks::run_all(
+                                "createRuntime",
+                                h.and_then(|h| h.create_runtime().as_ref()),
+                                &state,
+                            )?;
                             parent_end.send(&ParentMsg::HooksDone)?;
                         }
                         Some(ChildMsg::NeedMappings) => parent_end.send(&ParentMsg::Go)?,
@@ -273,7 +307,13 @@ impl Spawn<'_> {
 }
 
 /// Write state "created", the pid file, and release init to wait for start.
-fn commit(ctx: &Spawn, dir: &Dir, st: &mut State, init: InitChild, keeper: Option<ProcessId>) -> Result<ProcessId> {
+fn commit(
+    ctx: &Spawn,
+    dir: &Dir,
+    st: &mut State,
+    init: InitChild,
+    keeper: Option<ProcessId>,
+) -> Result<ProcessId> {
     let InitChild(pid, sync) = init;
     let id = ProcessId::of(pid).map_err(|_| Error::Init {
         id: ctx.opts.id.clone(),
@@ -306,8 +346,14 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 
 /// Keeper mode: fork the keeper; it clones init, commits the state, tells us,
 /// and stays behind as init's parent to record its exit.
-fn spawn_with_keeper(ctx: &Spawn, dir: &Dir, st: &mut State, lock: state::Lock) -> Result<(i32, i32)> {
-    let (mut report_r, report_w) = std::io::pipe().map_err(|e| Error::io("pipe", "keeper report", e))?;
+fn spawn_with_keeper(
+    ctx: &Spawn,
+    dir: &Dir,
+    st: &mut State,
+    lock: state::Lock,
+) -> Result<(i32, i32)> {
+    let (mut report_r, report_w) =
+        std::io::pipe().map_err(|e| Error::io("pipe", "keeper report", e))?;
     let log_pipes = if st.log_to_file {
         Some((pipe_pair()?, pipe_pair()?))
     } else {
@@ -355,7 +401,8 @@ fn spawn_with_keeper(ctx: &Spawn, dir: &Dir, st: &mut State, lock: state::Lock) 
 type PipePair = (OwnedFd, OwnedFd);
 
 fn pipe_pair() -> Result<PipePair> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe for container output", e))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("pipe for container output", e))
 }
 
 /// The keeper's life: returns its exit code.
@@ -402,7 +449,11 @@ fn keeper_child(
     drop(report);
     // Let go of everything the caller gave us: its stdio pipes must see EOF
     // when it exits, and no other fd of the runtime is needed any more.
-    if let Ok(n) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(n) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..3 {
             let _ = raw_dup2(n.as_raw_fd(), fd);
         }
@@ -433,7 +484,10 @@ impl Drop for Undo<'_> {
         }
         if let Some(cg) = &self.cgroup {
             for pid in cg.pids().unwrap_or_default() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             let _ = cg.destroy();
         }
@@ -468,12 +522,16 @@ fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     };
     let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
     let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
-    for (file, text, field) in [("uid_map", uid, "linux.uidMappings"), ("gid_map", gid, "linux.gidMappings")] {
+    for (file, text, field) in [
+        ("uid_map", uid, "linux.uidMappings"),
+        ("gid_map", gid, "linux.gidMappings"),
+    ] {
         if text.is_empty() {
             continue;
         }
         let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, text.as_bytes()).map_err(|e| Error::spec(field, format!("write {path}: {e}")))?;
+        std::fs::write(&path, text.as_bytes())
+            .map_err(|e| Error::spec(field, format!("write {path}: {e}")))?;
     }
     Ok(())
 }

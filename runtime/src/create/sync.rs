@@ -58,9 +58,14 @@ impl Channel {
     }
 
     pub fn send<T: Serialize>(&self, msg: &T) -> Result<()> {
-        let bytes = serde_json::to_vec(msg).map_err(|e| Error::Other(format!("encode sync message: {e}")))?;
+        let bytes = serde_json::to_vec(msg)
+            .map_err(|e| Error::Other(format!("encode sync message: {e}")))?;
         loop {
-            match nix::sys::socket::send(self.raw(), &bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL) {
+            match nix::sys::socket::send(
+                self.raw(),
+                &bytes,
+                nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("send sync message", e)),
@@ -72,7 +77,8 @@ impl Channel {
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<Option<T>> {
         let mut buf = vec![0u8; 64 * 1024];
         let n = loop {
-            match nix::sys::socket::recv(self.raw(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
+            match nix::sys::socket::recv(self.raw(), &mut buf, nix::sys::socket::MsgFlags::empty())
+            {
                 Ok(n) => break n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("receive sync message", e)),

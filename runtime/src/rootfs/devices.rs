@@ -24,18 +24,25 @@ struct Node {
 
 /// The nodes every container gets (runc's and crun's list).
 fn defaults() -> Vec<Node> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .into_iter()
-        .map(|(name, major, minor)| Node {
-            path: Path::new("/dev").join(name),
-            kind: SFlag::S_IFCHR,
-            major,
-            minor,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .into_iter()
+    .map(|(name, major, minor)| Node {
+        path: Path::new("/dev").join(name),
+        kind: SFlag::S_IFCHR,
+        major,
+        minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
 }
 
 pub fn setup(root: &Root, plan: &Plan, dev_is_tmpfs: bool) -> Result<()> {
@@ -43,18 +50,31 @@ pub fn setup(root: &Root, plan: &Plan, dev_is_tmpfs: bool) -> Result<()> {
     if dev_is_tmpfs {
         nodes = defaults();
     }
-    if let Some(devs) = plan.spec.linux().as_ref().and_then(|l| l.devices().as_ref()) {
+    if let Some(devs) = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+    {
         for (i, d) in devs.iter().enumerate() {
             let kind = match d.typ() {
-                oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => SFlag::S_IFCHR,
+                oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => {
+                    SFlag::S_IFCHR
+                }
                 oci_spec::runtime::LinuxDeviceType::B => SFlag::S_IFBLK,
                 oci_spec::runtime::LinuxDeviceType::P => SFlag::S_IFIFO,
                 oci_spec::runtime::LinuxDeviceType::A => {
-                    return Err(Error::spec(format!("linux.devices[{i}].type"), "\"a\" is not a device type"))
+                    return Err(Error::spec(
+                        format!("linux.devices[{i}].type"),
+                        "\"a\" is not a device type",
+                    ))
                 }
             };
             if !d.path().starts_with("/dev") {
-                return Err(Error::spec(format!("linux.devices[{i}].path"), "must be under /dev"));
+                return Err(Error::spec(
+                    format!("linux.devices[{i}].path"),
+                    "must be under /dev",
+                ));
             }
             nodes.retain(|n| n.path != *d.path());
             nodes.push(Node {
@@ -98,8 +118,14 @@ fn create_node(root: &Root, plan: &Plan, n: &Node) -> Result<()> {
     if plan.userns {
         // mknod is refused in a user namespace: bind the host's node instead.
         let target = mounts::ensure_file(root, &n.path)?;
-        return mount(Some(&n.path), fd_path(&target).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| Error::sys(format!("bind device {}", n.path.display()), e));
+        return mount(
+            Some(&n.path),
+            fd_path(&target).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("bind device {}", n.path.display()), e));
     }
     let dir = mounts::ensure_dir(root, parent)?;
     let dir_file = dir
@@ -122,7 +148,13 @@ fn create_node(root: &Root, plan: &Plan, n: &Node) -> Result<()> {
         Mode::from_bits_truncate(n.mode & 0o7777),
         nix::sys::stat::FchmodatFlags::NoFollowSymlink,
     )
-    .or_else(|e| if e == nix::errno::Errno::EOPNOTSUPP { Ok(()) } else { Err(e) })
+    .or_else(|e| {
+        if e == nix::errno::Errno::EOPNOTSUPP {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
     .map_err(|e| Error::sys(format!("chmod {}", n.path.display()), e))?;
     nix::unistd::fchownat(
         dirfd,

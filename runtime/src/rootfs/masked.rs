@@ -21,12 +21,24 @@ pub fn mask(root: &Root, path: &Path, devnull: RawFd) -> Result<()> {
     let target = fd_path(&handle);
     let meta = std::fs::metadata(&target).map_err(|e| Error::io("stat", path, e))?;
     if meta.is_dir() {
-        mount(Some("tmpfs"), target.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
-            .map_err(|e| Error::sys(format!("mask directory {}", path.display()), e))
+        mount(
+            Some("tmpfs"),
+            target.as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("mask directory {}", path.display()), e))
     } else {
         let src = format!("/proc/self/fd/{devnull}");
-        mount(Some(src.as_str()), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| Error::sys(format!("mask {} with /dev/null", path.display()), e))
+        mount(
+            Some(src.as_str()),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("mask {} with /dev/null", path.display()), e))
     }
 }
 
@@ -55,7 +67,8 @@ pub fn make_readonly(root: &Root, path: &Path) -> Result<()> {
 /// root.readonly: remount "/" read-only.
 pub fn remount_readonly(path: &Path) -> Result<()> {
     let p = path.to_string_lossy();
-    remount_bind(&p, MsFlags::MS_RDONLY).map_err(|e| Error::sys(format!("remount {p} read-only"), e))
+    remount_bind(&p, MsFlags::MS_RDONLY)
+        .map_err(|e| Error::sys(format!("remount {p} read-only"), e))
 }
 
 /// The container's /dev/null if it is the real device (char 1:3, not a

@@ -47,7 +47,11 @@ pub fn prepare(plan: &Plan) -> Result<Prepared> {
     // or what rootfsPropagation asks (shared is applied after pivot_root).
     let requested = linux
         .and_then(|l| l.rootfs_propagation().as_deref())
-        .map(|p| options::propagation_of(p).ok_or_else(|| Error::spec("linux.rootfsPropagation", format!("unknown value {p:?}"))))
+        .map(|p| {
+            options::propagation_of(p).ok_or_else(|| {
+                Error::spec("linux.rootfsPropagation", format!("unknown value {p:?}"))
+            })
+        })
         .transpose()?;
     let initial = match requested {
         Some(f) if f.contains(MsFlags::MS_PRIVATE) => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
@@ -95,10 +99,21 @@ pub fn pivot(plan: &Plan) -> Result<()> {
 
 /// After pivot: read-only root, shared propagation.
 pub fn finish(plan: &Plan) -> Result<()> {
-    if plan.spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if plan
+        .spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         masked::remount_readonly(Path::new("/"))?;
     }
-    if let Some(p) = plan.spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_deref()) {
+    if let Some(p) = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+    {
         if let Some(f) = options::propagation_of(p) {
             if f.contains(MsFlags::MS_SHARED) || f.contains(MsFlags::MS_UNBINDABLE) {
                 mount(None::<&str>, "/", None::<&str>, f, None::<&str>)
@@ -129,7 +144,8 @@ fn mask_and_protect(root: &pathrs::Root, plan: &Plan, devnull: &OwnedFd) -> Resu
 }
 
 fn open_root(path: &Path) -> Result<pathrs::Root> {
-    pathrs::Root::open(path).map_err(|e| Error::Other(format!("open rootfs {}: {e}", path.display())))
+    pathrs::Root::open(path)
+        .map_err(|e| Error::Other(format!("open rootfs {}: {e}", path.display())))
 }
 
 fn with_field(e: Error, field: String) -> Error {

@@ -15,7 +15,10 @@ pub fn mount_one(root: &Root, plan: &Plan, index: usize, m: &Mount) -> Result<()
     let field = format!("mounts[{index}]");
     let dest = m.destination();
     let opts = options::parse(m.options().as_deref().unwrap_or(&[]));
-    let kind = m.typ().as_deref().unwrap_or(if opts.bind { "bind" } else { "none" });
+    let kind = m
+        .typ()
+        .as_deref()
+        .unwrap_or(if opts.bind { "bind" } else { "none" });
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(kind));
     let is_bind = opts.bind || kind == "bind";
 
@@ -26,12 +29,19 @@ pub fn mount_one(root: &Root, plan: &Plan, index: usize, m: &Mount) -> Result<()
     // A bind of a file needs a file to mount onto; everything else a directory.
     let source_is_file = is_bind
         && std::fs::metadata(&source)
-            .map_err(|e| Error::spec(format!("{field}.source"), format!("{}: {e}", source.display())))?
+            .map_err(|e| {
+                Error::spec(
+                    format!("{field}.source"),
+                    format!("{}: {e}", source.display()),
+                )
+            })?
             .is_file();
     let target = if source_is_file {
-        ensure_file(root, dest).map_err(|e| Error::spec(format!("{field}.destination"), e.chain()))?
+        ensure_file(root, dest)
+            .map_err(|e| Error::spec(format!("{field}.destination"), e.chain()))?
     } else {
-        ensure_dir(root, dest).map_err(|e| Error::spec(format!("{field}.destination"), e.chain()))?
+        ensure_dir(root, dest)
+            .map_err(|e| Error::spec(format!("{field}.destination"), e.chain()))?
     };
     let target_path = fd_path(&target);
 
@@ -40,8 +50,14 @@ pub fn mount_one(root: &Root, plan: &Plan, index: usize, m: &Mount) -> Result<()
         if opts.recursive {
             flags |= MsFlags::MS_REC;
         }
-        mount(Some(&source), target_path.as_str(), None::<&str>, flags, None::<&str>)
-            .map_err(|e| mount_err(&field, &source, dest, e))?;
+        mount(
+            Some(&source),
+            target_path.as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err(&field, &source, dest, e))?;
         // Bind mounts ignore other flags on the first call: apply them by remounting.
         if !(opts.flags - MsFlags::MS_REC).is_empty() {
             // Reopen: the handle still points at the old (covered) dentry.
@@ -53,15 +69,33 @@ pub fn mount_one(root: &Root, plan: &Plan, index: usize, m: &Mount) -> Result<()
         }
     } else {
         let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
-        let mut res = mount(Some(&source), target_path.as_str(), Some(kind), opts.flags, data);
+        let mut res = mount(
+            Some(&source),
+            target_path.as_str(),
+            Some(kind),
+            opts.flags,
+            data,
+        );
         if kind == "sysfs" && matches!(res, Err(nix::errno::Errno::EPERM)) && !plan.netns {
             // sysfs can't be mounted without owning a network namespace: bind the host's, read-only.
-            res = mount(Some("/sys"), target_path.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .and_then(|_| remount_bind(&target_path, opts.flags | MsFlags::MS_RDONLY));
+            res = mount(
+                Some("/sys"),
+                target_path.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .and_then(|_| remount_bind(&target_path, opts.flags | MsFlags::MS_RDONLY));
         }
         if kind == "mqueue" && matches!(res, Err(nix::errno::Errno::EPERM)) {
             // Same for mqueue without an own IPC namespace (user namespaces).
-            res = mount(Some("/dev/mqueue"), target_path.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>);
+            res = mount(
+                Some("/dev/mqueue"),
+                target_path.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            );
         }
         res.map_err(|e| mount_err(&field, &source, dest, e))?;
     }
@@ -69,8 +103,14 @@ pub fn mount_one(root: &Root, plan: &Plan, index: usize, m: &Mount) -> Result<()
         let mounted = root
             .resolve(dest)
             .map_err(|e| Error::Other(format!("{field}: resolve {}: {e}", dest.display())))?;
-        mount(None::<&str>, fd_path(&mounted).as_str(), None::<&str>, *p, None::<&str>)
-            .map_err(|e| mount_err(&field, &source, dest, e))?;
+        mount(
+            None::<&str>,
+            fd_path(&mounted).as_str(),
+            None::<&str>,
+            *p,
+            None::<&str>,
+        )
+        .map_err(|e| mount_err(&field, &source, dest, e))?;
     }
     Ok(())
 }
@@ -124,8 +164,12 @@ pub fn ensure_file(root: &Root, dest: &Path) -> Result<Handle> {
     if let Some(parent) = dest.parent() {
         ensure_dir(root, parent)?;
     }
-    root.create_file(dest, OpenFlags::O_CREAT | OpenFlags::O_CLOEXEC, &std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| Error::Other(format!("create {} in rootfs: {e}", dest.display())))?;
+    root.create_file(
+        dest,
+        OpenFlags::O_CREAT | OpenFlags::O_CLOEXEC,
+        &std::fs::Permissions::from_mode(0o644),
+    )
+    .map_err(|e| Error::Other(format!("create {} in rootfs: {e}", dest.display())))?;
     root.resolve(dest)
         .map_err(|e| Error::Other(format!("resolve {} in rootfs: {e}", dest.display())))
 }
@@ -133,15 +177,27 @@ pub fn ensure_file(root: &Root, dest: &Path) -> Result<Handle> {
 /// `type: cgroup`: a tmpfs with one cgroup mount per v1 hierarchy, or one
 /// cgroup2 mount on v2. In a cgroup namespace
 /// each shows the container's own subtree.
-fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &MountOptions) -> Result<()> {
+fn mount_cgroups(
+    root: &Root,
+    plan: &Plan,
+    field: &str,
+    dest: &Path,
+    opts: &MountOptions,
+) -> Result<()> {
     let layout = crate::cgroups::layout()?;
     let target = ensure_dir(root, dest)?;
     let flags = opts.flags - MsFlags::MS_RDONLY;
     let _ = plan;
     match layout {
         crate::cgroups::Layout::V2 { .. } => {
-            mount(Some("cgroup2"), fd_path(&target).as_str(), Some("cgroup2"), opts.flags, None::<&str>)
-                .map_err(|e| Error::sys(format!("{field}: mount cgroup2 on {}", dest.display()), e))?;
+            mount(
+                Some("cgroup2"),
+                fd_path(&target).as_str(),
+                Some("cgroup2"),
+                opts.flags,
+                None::<&str>,
+            )
+            .map_err(|e| Error::sys(format!("{field}: mount cgroup2 on {}", dest.display()), e))?;
         }
         // The hybrid host's unified mount is not shown, as runc and crun do not.
         crate::cgroups::Layout::V1 { hierarchies, .. } => {
@@ -156,7 +212,11 @@ fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &Moun
             // Without a cgroup namespace a fresh v1 mount shows the host's whole
             // hierarchy (podman on v1 runs so): bind our own directory instead, as
             // runc does, so the container sees its limits at the top.
-            let own = if plan.cgroupns { None } else { Some(own_cgroups()?) };
+            let own = if plan.cgroupns {
+                None
+            } else {
+                Some(own_cgroups()?)
+            };
             for h in hierarchies {
                 let name = h
                     .mount
@@ -169,21 +229,39 @@ fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &Moun
                 match own.as_ref().and_then(|o| own_path(o, &h.controllers)) {
                     Some(rel) => {
                         let src = h.mount.join(rel.trim_start_matches('/'));
-                        mount(Some(&src), fd_path(&t).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                        mount(
+                            Some(&src),
+                            fd_path(&t).as_str(),
+                            None::<&str>,
+                            MsFlags::MS_BIND,
+                            None::<&str>,
+                        )
+                        .map_err(|e| mount_err(field, &src, &sub, e))?;
+                        let mounted = root.resolve(&sub).map_err(|e| {
+                            Error::Other(format!("{field}: resolve {}: {e}", sub.display()))
+                        })?;
+                        remount_bind(&fd_path(&mounted), opts.flags)
                             .map_err(|e| mount_err(field, &src, &sub, e))?;
-                        let mounted = root
-                            .resolve(&sub)
-                            .map_err(|e| Error::Other(format!("{field}: resolve {}: {e}", sub.display())))?;
-                        remount_bind(&fd_path(&mounted), opts.flags).map_err(|e| mount_err(field, &src, &sub, e))?;
                     }
-                    None => mount(Some("cgroup"), fd_path(&t).as_str(), Some("cgroup"), opts.flags, Some(data.as_str()))
-                        .map_err(|e| Error::sys(format!("{field}: mount cgroup {data} on {}", sub.display()), e))?,
+                    None => mount(
+                        Some("cgroup"),
+                        fd_path(&t).as_str(),
+                        Some("cgroup"),
+                        opts.flags,
+                        Some(data.as_str()),
+                    )
+                    .map_err(|e| {
+                        Error::sys(
+                            format!("{field}: mount cgroup {data} on {}", sub.display()),
+                            e,
+                        )
+                    })?,
                 }
             }
             if opts.flags.contains(MsFlags::MS_RDONLY) {
-                let again = root
-                    .resolve(dest)
-                    .map_err(|e| Error::Other(format!("{field}: resolve {}: {e}", dest.display())))?;
+                let again = root.resolve(dest).map_err(|e| {
+                    Error::Other(format!("{field}: resolve {}: {e}", dest.display()))
+                })?;
                 mount(
                     None::<&str>,
                     fd_path(&again).as_str(),
@@ -191,7 +269,9 @@ fn mount_cgroups(root: &Root, plan: &Plan, field: &str, dest: &Path, opts: &Moun
                     MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
                     Some("mode=755"),
                 )
-                .map_err(|e| Error::sys(format!("{field}: remount {} read-only", dest.display()), e))?;
+                .map_err(|e| {
+                    Error::sys(format!("{field}: remount {} read-only", dest.display()), e)
+                })?;
             }
         }
     }
@@ -208,7 +288,11 @@ fn own_cgroups() -> Result<Vec<(Vec<String>, String)>> {
         .filter_map(|l| {
             let mut parts = l.splitn(3, ':');
             let (_, ctrls, p) = (parts.next()?, parts.next()?, parts.next()?);
-            let mut ctrls: Vec<String> = ctrls.split(',').filter(|c| !c.is_empty()).map(String::from).collect();
+            let mut ctrls: Vec<String> = ctrls
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect();
             ctrls.sort();
             (!ctrls.is_empty()).then(|| (ctrls, p.to_string()))
         })
@@ -219,5 +303,7 @@ fn own_cgroups() -> Result<Vec<(Vec<String>, String)>> {
 fn own_path<'a>(own: &'a [(Vec<String>, String)], controllers: &[String]) -> Option<&'a str> {
     let mut want = controllers.to_vec();
     want.sort();
-    own.iter().find(|(c, _)| *c == want).map(|(_, p)| p.as_str())
+    own.iter()
+        .find(|(c, _)| *c == want)
+        .map(|(_, p)| p.as_str())
 }

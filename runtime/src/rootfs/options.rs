@@ -114,8 +114,12 @@ mod tests {
 
     #[test]
     fn flags_data_and_propagation_are_split() {
-        let o = parse(&s(&["nosuid", "noexec", "mode=755", "size=64k", "rbind", "rslave", "ro"]));
-        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY));
+        let o = parse(&s(&[
+            "nosuid", "noexec", "mode=755", "size=64k", "rbind", "rslave", "ro",
+        ]));
+        assert!(o
+            .flags
+            .contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY));
         assert_eq!(o.data, "mode=755,size=64k");
         assert!(o.bind && o.recursive);
         assert_eq!(o.propagation, vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]);

@@ -17,23 +17,40 @@ pub fn pivot_root(rootfs: &Path) -> Result<()> {
     // root stacked on it: step onto the old root through an fd, or the
     // rslave below would hit the container's own mounts and undo their
     // "shared" propagation options.
-    let old_root = nix::fcntl::open("/", OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| Error::sys("open the old root /", e))?;
+    let old_root = nix::fcntl::open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open the old root /", e))?;
     chdir(rootfs).map_err(|e| Error::sys(format!("chdir {}", rootfs.display()), e))?;
-    sys_pivot_root(".", ".").map_err(|e| Error::sys(format!("pivot_root {}", rootfs.display()), e))?;
+    sys_pivot_root(".", ".")
+        .map_err(|e| Error::sys(format!("pivot_root {}", rootfs.display()), e))?;
     nix::unistd::fchdir(&old_root).map_err(|e| Error::sys("fchdir to the old root", e))?;
     drop(old_root);
     // The old root must not propagate the unmount back to the host.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| Error::sys("make old root a slave", e))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("make old root a slave", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::sys("detach old root", e))?;
     chdir("/").map_err(|e| Error::sys("chdir /", e))
 }
 
 pub fn move_root(rootfs: &Path) -> Result<()> {
     chdir(rootfs).map_err(|e| Error::sys(format!("chdir {}", rootfs.display()), e))?;
-    mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(|e| Error::sys(format!("move {} to /", rootfs.display()), e))?;
+    mount(
+        Some(rootfs),
+        "/",
+        None::<&str>,
+        MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys(format!("move {} to /", rootfs.display()), e))?;
     chroot(".").map_err(|e| Error::sys("chroot", e))?;
     chdir("/").map_err(|e| Error::sys("chdir /", e))
 }

@@ -49,7 +49,12 @@ pub struct Global {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "rpaas-run", version, about = "rpaas OCI runtime", disable_help_subcommand = true)]
+#[command(
+    name = "rpaas-run",
+    version,
+    about = "rpaas OCI runtime",
+    disable_help_subcommand = true
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,

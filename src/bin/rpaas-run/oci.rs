@@ -169,14 +169,21 @@ pub fn init_logging(g: &Global) {
     if g.debug || std::env::var_os("RPAAS_LOG").is_some() {
         let filter = tracing_subscriber::EnvFilter::try_from_env("RPAAS_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     }
 }
 
 /// Append the error to --log (JSON with --log-format json, as runc does).
 pub fn log_error(g: &Global, line: &str) {
     let Some(path) = &g.log else { return };
-    let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
         return;
     };
     let now = rpaas_runtime::state::now_rfc3339();
@@ -223,7 +230,11 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
         },
         OciCommand::Run { create, detach } => run_container(root, &create, detach),
         OciCommand::Exec(a) => exec(root, a),
-        OciCommand::Ps { format, id, ps_args } => ps(root, &format, &id, &ps_args),
+        OciCommand::Ps {
+            format,
+            id,
+            ps_args,
+        } => ps(root, &format, &id, &ps_args),
         OciCommand::List { format, quiet } => list(root, &format, quiet),
         OciCommand::Pause { id } => {
             Container::load(root, &id)?.pause()?;
@@ -245,7 +256,11 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
             Container::load(root, &id)?.update(&res)?;
             Ok(0)
         }
-        OciCommand::Events { stats, interval, id } => events(root, &id, stats, &interval),
+        OciCommand::Events {
+            stats,
+            interval,
+            id,
+        } => events(root, &id, stats, &interval),
         OciCommand::Features => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -320,9 +335,19 @@ fn run_container(root: &Path, a: &CreateArgs, detach: bool) -> anyhow::Result<i3
     if detach {
         return Ok(0);
     }
-    let init = st.init.map(|p| p.pid).ok_or_else(|| anyhow!("container {}: no init", st.id))?;
+    let init = st
+        .init
+        .map(|p| p.pid)
+        .ok_or_else(|| anyhow!("container {}: no init", st.id))?;
     FORWARD_TO.store(init, Ordering::Relaxed);
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         // SAFETY: installing a handler that only calls kill(2).
         unsafe { libc::signal(sig as i32, forward as *const () as libc::sighandler_t) };
     }
@@ -367,7 +392,10 @@ fn process_from_args(c: &Container, a: &ExecArgs) -> anyhow::Result<Process> {
         bail!("exec: give a command, or --process FILE");
     }
     let spec = c.spec()?;
-    let mut p = spec.process().clone().ok_or_else(|| anyhow!("container {}: config has no process", a.id))?;
+    let mut p = spec
+        .process()
+        .clone()
+        .ok_or_else(|| anyhow!("container {}: config has no process", a.id))?;
     p.set_args(Some(a.args.clone()));
     p.set_terminal(Some(a.tty));
     p.set_console_size(None);
@@ -402,7 +430,11 @@ fn process_from_args(c: &Container, a: &ExecArgs) -> anyhow::Result<Process> {
             let cap: oci_spec::runtime::Capability = name
                 .parse()
                 .map_err(|_| anyhow!("--cap {name}: unknown capability"))?;
-            for set in [caps.bounding().clone(), caps.effective().clone(), caps.permitted().clone()] {
+            for set in [
+                caps.bounding().clone(),
+                caps.effective().clone(),
+                caps.permitted().clone(),
+            ] {
                 let _ = set;
             }
             let add = |s: &Option<oci_spec::runtime::Capabilities>| {
@@ -424,8 +456,13 @@ fn parse_signal(s: &str) -> anyhow::Result<Signal> {
         return Signal::try_from(n).map_err(|_| anyhow!("unknown signal {s}"));
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    name.parse::<Signal>().map_err(|_| anyhow!("unknown signal {s}"))
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| anyhow!("unknown signal {s}"))
 }
 
 fn ps(root: &Path, format: &str, id: &str, ps_args: &[String]) -> anyhow::Result<i32> {
@@ -435,15 +472,29 @@ fn ps(root: &Path, format: &str, id: &str, ps_args: &[String]) -> anyhow::Result
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(0);
     }
-    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
-    let out = std::process::Command::new("ps").args(&args).output().context("run ps")?;
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("run ps")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
-    let pid_col = header.split_whitespace().position(|h| h == "PID").unwrap_or(1);
+    let pid_col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .unwrap_or(1);
     println!("{header}");
     for line in lines {
-        if let Some(pid) = line.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok()) {
+        if let Some(pid) = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse::<i32>().ok())
+        {
             if pids.contains(&pid) {
                 println!("{line}");
             }
@@ -465,7 +516,10 @@ fn list(root: &Path, format: &str, quiet: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string(&v)?);
         return Ok(0);
     }
-    println!("{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+    println!(
+        "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
+        "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+    );
     for c in &all {
         let s = c.oci_state();
         println!(
@@ -475,7 +529,11 @@ fn list(root: &Path, format: &str, quiet: bool) -> anyhow::Result<i32> {
             s["status"].as_str().unwrap_or_default(),
             c.state.bundle.display(),
             c.state.created,
-            if c.state.owner.is_empty() { "root" } else { &c.state.owner }
+            if c.state.owner.is_empty() {
+                "root"
+            } else {
+                &c.state.owner
+            }
         );
     }
     Ok(0)
@@ -488,9 +546,14 @@ fn events(root: &Path, id: &str, once: bool, interval: &str) -> anyhow::Result<i
         if c.status() == Status::Stopped {
             bail!("container {id}: is stopped");
         }
-        let cg = c.cgroup().ok_or_else(|| anyhow!("container {id}: has no cgroup"))?;
+        let cg = c
+            .cgroup()
+            .ok_or_else(|| anyhow!("container {id}: has no cgroup"))?;
         let stats = cg.stats()?;
-        println!("{}", serde_json::json!({"type": "stats", "id": id, "data": stats}));
+        println!(
+            "{}",
+            serde_json::json!({"type": "stats", "id": id, "data": stats})
+        );
         if once {
             return Ok(0);
         }
@@ -500,7 +563,9 @@ fn events(root: &Path, id: &str, once: bool, interval: &str) -> anyhow::Result<i
 
 fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| anyhow!("--interval {s}: not a duration like 5s"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("--interval {s}: not a duration like 5s"))?;
     Ok(match unit {
         "ms" => std::time::Duration::from_millis(n),
         "" | "s" => std::time::Duration::from_secs(n),
