@@ -74,7 +74,7 @@ if (($# == 0)); then
 	done
 	# real containers (rpaas-run beside runc and crun), keeper mode and the
 	# agent's library API, on pure cgroup v2
-	for t in runtime_lifecycle keeper_daemonless host_api runtime_features; do
+	for t in runtime_lifecycle keeper_daemonless host_api; do
 		[[ -f $repo/tests/$t.rs ]] || continue
 		run_set "$defaults --cgroup v2" "-p rpaas --test $t" "--test-threads=1"
 	done

@@ -118,11 +118,8 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         init: None,
         armed: true,
     };
-    state::write_atomic(&dir.config_copy(), &config_bytes)?;
-    dir.write_state(&st)?;
-    failpoint::crash("create::state-written");
-
-    // The cgroup, recorded first.
+    // The cgroup is recorded in the very first state write, before it exists:
+    // one write fewer on the start path, same undo guarantee.
     let cg = Cgroup::new(
         &opts.id,
         linux
@@ -134,7 +131,9 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     st.steps.push(Step::Cgroup {
         path: cg.path().to_string(),
     });
+    state::write_atomic(&dir.config_copy(), &config_bytes)?;
     dir.write_state(&st)?;
+    failpoint::crash("create::state-written");
     failpoint::crash("create::cgroup-recorded");
     // Armed before mkdir: a create failing halfway leaves dirs in some hierarchies only.
     undo.cgroup = Some(cg.clone());
@@ -190,7 +189,7 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         return dir.read_state();
     }
 
-    let init_pid = ctx.spawn_init(&mut st, &dir)?;
+    let init_pid = ctx.spawn_init(&mut st)?;
     undo.init = Some(init_pid.0);
     commit(&ctx, &dir, &mut st, init_pid, None)?;
     undo.armed = false;
@@ -215,7 +214,7 @@ struct InitChild(i32, sync::Channel);
 
 impl Spawn<'_> {
     /// Clone init and drive its setup until it reports Ready.
-    fn spawn_init(&self, st: &mut State, dir: &Dir) -> Result<InitChild> {
+    fn spawn_init(&self, st: &mut State) -> Result<InitChild> {
         if let Some(path) = self.ns.pid_path() {
             namespaces::join(CloneFlags::CLONE_NEWPID, path)?;
         }
@@ -254,8 +253,10 @@ impl Spawn<'_> {
             Forked::Parent { child } => {
                 drop(child_end);
                 let guard = KillOnDrop(Some(child));
+                // Not written to disk here: until init is in the cgroup it dies
+                // with us (parent-death signal, EOF on the sync socket), after
+                // that the recorded cgroup finds it. The "created" write records it.
                 st.steps.push(Step::Init { pid: child });
-                dir.write_state(st)?;
                 failpoint::crash("create::init-cloned");
                 if userns {
                     write_id_maps(child, self.spec)?;
@@ -430,7 +431,7 @@ fn keeper_child(
     let result = (|| -> Result<i32> {
         let me = ProcessId::of(nix::unistd::getpid().as_raw())?;
         st.steps.push(Step::Keeper { pid: me.pid });
-        let init = ctx.spawn_init(st, dir)?;
+        let init = ctx.spawn_init(st)?;
         let pid = init.0;
         commit(ctx, dir, st, init, Some(me))?;
         Ok(pid)

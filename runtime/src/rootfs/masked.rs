@@ -14,7 +14,7 @@ use crate::{Error, Result};
 /// /dev/null (an fd opened before pivot_root) over anything else.
 /// A missing path is fine: there is nothing to hide.
 pub fn mask(root: &Root, path: &Path, devnull: RawFd) -> Result<()> {
-    let handle = match root.resolve_nofollow(path) {
+    let handle = match super::fast::resolve_nofollow(root, path) {
         Ok(h) => h,
         Err(_) => return Ok(()),
     };
@@ -44,7 +44,7 @@ pub fn mask(root: &Root, path: &Path, devnull: RawFd) -> Result<()> {
 
 /// Bind `path` onto itself and remount it read-only. Missing paths are skipped.
 pub fn make_readonly(root: &Root, path: &Path) -> Result<()> {
-    let handle = match root.resolve_nofollow(path) {
+    let handle = match super::fast::resolve_nofollow(root, path) {
         Ok(h) => h,
         Err(_) => return Ok(()),
     };
@@ -57,8 +57,7 @@ pub fn make_readonly(root: &Root, path: &Path) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| Error::sys(format!("bind {} onto itself", path.display()), e))?;
-    let again = root
-        .resolve_nofollow(path)
+    let again = super::fast::resolve_nofollow(root, path)
         .map_err(|e| Error::Other(format!("resolve {}: {e}", path.display())))?;
     remount_bind(&fd_path(&again), MsFlags::MS_RDONLY)
         .map_err(|e| Error::sys(format!("remount {} read-only", path.display()), e))
@@ -75,7 +74,7 @@ pub fn remount_readonly(path: &Path) -> Result<()> {
 /// symlink or a planted file), opened without following links.
 pub fn container_devnull(root: &Root) -> Option<std::os::fd::OwnedFd> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let handle = root.resolve_nofollow("/dev/null").ok()?;
+    let handle = super::fast::resolve_nofollow(root, "/dev/null").ok()?;
     let meta = std::fs::metadata(fd_path(&handle)).ok()?;
     let real = meta.file_type().is_char_device() && meta.rdev() == nix::sys::stat::makedev(1, 3);
     real.then(|| handle.into())

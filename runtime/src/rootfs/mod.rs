@@ -8,6 +8,7 @@
 //! image can never redirect a mount to the host (never canonicalize-then-open).
 
 mod devices;
+mod fast;
 mod masked;
 mod mounts;
 pub mod options;

@@ -61,8 +61,7 @@ pub fn mount_one(root: &Root, plan: &Plan, index: usize, m: &Mount) -> Result<()
         // Bind mounts ignore other flags on the first call: apply them by remounting.
         if !(opts.flags - MsFlags::MS_REC).is_empty() {
             // Reopen: the handle still points at the old (covered) dentry.
-            let mounted = root
-                .resolve(dest)
+            let mounted = super::fast::resolve(root, dest)
                 .map_err(|e| Error::Other(format!("{field}: resolve {}: {e}", dest.display())))?;
             remount_bind(&fd_path(&mounted), opts.flags)
                 .map_err(|e| mount_err(&field, &source, dest, e))?;
@@ -100,8 +99,7 @@ pub fn mount_one(root: &Root, plan: &Plan, index: usize, m: &Mount) -> Result<()
         res.map_err(|e| mount_err(&field, &source, dest, e))?;
     }
     for p in &opts.propagation {
-        let mounted = root
-            .resolve(dest)
+        let mounted = super::fast::resolve(root, dest)
             .map_err(|e| Error::Other(format!("{field}: resolve {}: {e}", dest.display())))?;
         mount(
             None::<&str>,
@@ -152,13 +150,16 @@ pub fn remount_bind(path: &str, flags: MsFlags) -> nix::Result<()> {
 
 /// The directory `dest` inside the root, created (mode 0755) if missing.
 pub fn ensure_dir(root: &Root, dest: &Path) -> Result<Handle> {
+    if let Ok(h) = super::fast::resolve_dir(root, dest) {
+        return Ok(h);
+    }
     root.mkdir_all(dest, &std::fs::Permissions::from_mode(0o755))
         .map_err(|e| Error::Other(format!("mkdir {} in rootfs: {e}", dest.display())))
 }
 
 /// The file `dest` inside the root, created empty if missing.
 pub fn ensure_file(root: &Root, dest: &Path) -> Result<Handle> {
-    if let Ok(h) = root.resolve(dest) {
+    if let Ok(h) = super::fast::resolve(root, dest) {
         return Ok(h);
     }
     if let Some(parent) = dest.parent() {
@@ -170,7 +171,7 @@ pub fn ensure_file(root: &Root, dest: &Path) -> Result<Handle> {
         &std::fs::Permissions::from_mode(0o644),
     )
     .map_err(|e| Error::Other(format!("create {} in rootfs: {e}", dest.display())))?;
-    root.resolve(dest)
+    super::fast::resolve(root, dest)
         .map_err(|e| Error::Other(format!("resolve {} in rootfs: {e}", dest.display())))
 }
 
@@ -237,7 +238,7 @@ fn mount_cgroups(
                             None::<&str>,
                         )
                         .map_err(|e| mount_err(field, &src, &sub, e))?;
-                        let mounted = root.resolve(&sub).map_err(|e| {
+                        let mounted = super::fast::resolve(root, &sub).map_err(|e| {
                             Error::Other(format!("{field}: resolve {}: {e}", sub.display()))
                         })?;
                         remount_bind(&fd_path(&mounted), opts.flags)
@@ -259,7 +260,7 @@ fn mount_cgroups(
                 }
             }
             if opts.flags.contains(MsFlags::MS_RDONLY) {
-                let again = root.resolve(dest).map_err(|e| {
+                let again = super::fast::resolve(root, dest).map_err(|e| {
                     Error::Other(format!("{field}: resolve {}: {e}", dest.display()))
                 })?;
                 mount(
