@@ -93,8 +93,9 @@ impl Lan {
     }
 }
 
-/// A busybox httpd in the "other machine" netns, killed on drop.
-struct PeerHttpd(Child, tempfile::TempDir);
+/// A busybox httpd in the "other machine" netns, killed on drop (the temp dir
+/// holding its document root lives as long as it does).
+struct PeerHttpd(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl PeerHttpd {
     fn start(ns: &Ns, port: &str, body: &str) -> PeerHttpd {

@@ -128,7 +128,7 @@ pub fn find_rpaas_run() -> anyhow::Result<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/rpaas-run");
     if !p.is_file() {
         bail!(
-            "{} not found: run `cargo build --release --bin rpaas-run` or set RPAAS_RUN",
+            "{} not found: run `cargo build --release --bin rpaas-run --bin rpaas-keeper` or set RPAAS_RUN",
             p.display()
         );
     }

@@ -19,6 +19,62 @@ use crate::state::{now_rfc3339, Dir, ExitRecord};
 
 const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
 
+/// Env var naming the small keeper binary; else it is looked up as
+/// `rpaas-keeper` beside the binary named by [`EXE_DIR_ENV`].
+pub const KEEPER_BIN_ENV: &str = "RPAAS_KEEPER_BIN";
+/// Set by `rpaas-run` to its own directory before it re-executes itself
+/// (after that /proc/self/exe no longer names a path).
+pub const EXE_DIR_ENV: &str = "_RPAAS_EXE_DIR";
+
+/// Replace this forked keeper by the small `rpaas-keeper` binary, which runs
+/// [`run`] with a fraction of the memory: a fork of the whole runtime keeps
+/// its relocated data, TLS libraries and heap alive for the container's
+/// lifetime. Init stays our child (execve keeps children) and the subreaper
+/// flag survives execve. Returns only if the binary cannot be executed; the
+/// caller then keeps monitoring in-process.
+pub fn exec_small(
+    dir: &Dir,
+    init: i32,
+    cgroup: &Cgroup,
+    logs: Option<&(OwnedFd, OwnedFd)>,
+    log_max: u64,
+) {
+    let bin = match std::env::var_os(KEEPER_BIN_ENV) {
+        Some(p) => std::path::PathBuf::from(p),
+        None => match std::env::var_os(EXE_DIR_ENV) {
+            Some(d) => std::path::PathBuf::from(d).join("rpaas-keeper"),
+            None => return,
+        },
+    };
+    let mut args = vec![
+        bin.display().to_string(),
+        dir.path.display().to_string(),
+        init.to_string(),
+        cgroup.id().to_string(),
+        cgroup.path().to_string(),
+        log_max.to_string(),
+    ];
+    if let Some((out, err)) = logs {
+        // The pipes must survive execve: they were made close-on-exec.
+        for fd in [out, err] {
+            let _ = nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            );
+            args.push(fd.as_raw_fd().to_string());
+        }
+    }
+    let Ok(cargs) = args
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
+    };
+    let env: [std::ffi::CString; 0] = [];
+    let _ = nix::unistd::execve(&cargs[0], &cargs, &env);
+}
+
 /// Runs until init exits; returns the keeper's own exit code.
 pub fn run(
     dir: &Dir,

@@ -21,7 +21,7 @@ pub mod exec;
 pub mod failpoint;
 pub mod gc;
 mod hooks;
-mod keeper;
+pub mod keeper;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;

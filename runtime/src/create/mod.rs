@@ -464,6 +464,13 @@ fn keeper_child(
         .map(|(a, b)| vec![a.as_raw_fd(), b.as_raw_fd()])
         .unwrap_or_default();
     let _ = security::close_fds_from(3, &keep);
+    keeper::exec_small(
+        dir,
+        init_pid,
+        ctx.cgroup,
+        readers.as_ref(),
+        ctx.opts.log_max_size,
+    );
     keeper::run(dir, init_pid, ctx.cgroup, readers, ctx.opts.log_max_size)
 }
 

@@ -294,6 +294,17 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
 
 /// CVE-2019-5736: processes we put into a container run from a sealed copy of us.
 fn seal_exe() -> anyhow::Result<()> {
+    // Remember where we were installed: the keeper binary lives beside us,
+    // and after the re-exec /proc/self/exe no longer names a path.
+    if std::env::var_os(rpaas_runtime::keeper::EXE_DIR_ENV).is_none() {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        {
+            // SAFETY (edition 2021: safe fn): single-threaded here, before any thread exists.
+            std::env::set_var(rpaas_runtime::keeper::EXE_DIR_ENV, dir);
+        }
+    }
     rpaas_runtime::security::ensure_sealed_exe()?;
     Ok(())
 }
