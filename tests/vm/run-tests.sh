@@ -26,10 +26,11 @@ build() {
 		say "build failed: cargo test --no-run $*"
 		return 1
 	}
-	# compiler-artifact lines of test targets carry "profile":{..."test":true...}
+	# compiler-artifact lines of test targets carry "profile":{..."test":true...};
+	# the target's own "test":true (set on bins too) must not match
 	# and the binary's path in "executable"
 	grep '"reason":"compiler-artifact"' <<<"$json" |
-		grep '"test":true' |
+		grep -E '"profile":\{[^}]*"test":true' |
 		grep -o '"executable":"[^"]*"' |
 		cut -d'"' -f4 || true
 }
