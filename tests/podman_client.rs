@@ -385,9 +385,11 @@ fn case_tty(runtime: &Path) {
     podman.extend(["run".into(), "--rm".into(), "-it".into()]);
     podman.extend(p.container_flags());
     podman.push(IMAGE.into());
-    // script's pty starts at 0x0: give it a size for podman to copy.
+    // script's pty starts at 0x0: give it a size for podman to copy. The
+    // short sleep lets conmon drain the pty before the process exits: without
+    // it, under load, podman 4.3 sometimes shows none of the output (runc too).
     let line = format!(
-        "stty rows 37 cols 91; {} sh -c 'tty; stty size; exit 5'",
+        "stty rows 37 cols 91; {} sh -c 'tty; stty size; sleep 0.5; exit 5'",
         podman.join(" ")
     );
     let out = run_to_files(Command::new("script").args(["-qec", &line, "/dev/null"]));
