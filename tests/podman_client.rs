@@ -387,7 +387,7 @@ fn case_tty(runtime: &Path) {
     podman.push(IMAGE.into());
     // script's pty starts at 0x0: give it a size for podman to copy. The
     // short sleep lets conmon drain the pty before the process exits: without
-    // it, under load, podman 4.3 sometimes shows none of the output (runc too).
+    // it, under load, podman 4.3 once showed none of the output.
     let line = format!(
         "stty rows 37 cols 91; {} sh -c 'tty; stty size; sleep 0.5; exit 5'",
         podman.join(" ")
