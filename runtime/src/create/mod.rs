@@ -15,7 +15,7 @@ pub(crate) mod init;
 pub(crate) mod sync;
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -183,9 +183,9 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     };
 
     if opts.keeper {
-        let (init, keeper) = spawn_with_keeper(&ctx, &dir, &mut st, lock)?;
+        spawn_with_keeper(&ctx, &dir, &mut st, lock)?;
         undo.armed = false;
-        let _ = (init, keeper);
+        // The keeper wrote the committed state: read it back for the caller.
         return dir.read_state();
     }
 
@@ -347,12 +347,7 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 
 /// Keeper mode: fork the keeper; it clones init, commits the state, tells us,
 /// and stays behind as init's parent to record its exit.
-fn spawn_with_keeper(
-    ctx: &Spawn,
-    dir: &Dir,
-    st: &mut State,
-    lock: state::Lock,
-) -> Result<(i32, i32)> {
+fn spawn_with_keeper(ctx: &Spawn, dir: &Dir, st: &mut State, lock: state::Lock) -> Result<()> {
     let (mut report_r, report_w) =
         std::io::pipe().map_err(|e| Error::io("pipe", "keeper report", e))?;
     let log_pipes = if st.log_to_file {
@@ -394,7 +389,7 @@ fn spawn_with_keeper(
                 });
             }
             drop(lock);
-            Ok((0, child.as_raw()))
+            Ok(())
         }
     }
 }
@@ -566,13 +561,6 @@ pub fn oci_state_json(st: &State, status: &str, pid: Option<i32>) -> String {
         "annotations": st.annotations,
     });
     v.to_string()
-}
-
-/// Used by the keeper fd hygiene and tests.
-#[allow(dead_code)]
-fn owned(fd: i32) -> OwnedFd {
-    // SAFETY: caller passes an fd it owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// dup2 on raw fds (nix 0.32's dup2 wants owned fds for both ends).
