@@ -223,11 +223,13 @@ impl Container {
         if let Ok(spec) = self.spec() {
             let state_json = crate::create::oci_state_json(&self.state, "running", None);
             // poststart failures are reported but do not stop the container (runtime-spec).
-            hooks::run_all(
+            if let Err(e) = hooks::run_all(
                 "poststart",
                 spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()),
                 &state_json,
-            )?;
+            ) {
+                tracing::warn!("container {}: {}", self.state.id, e.chain());
+            }
         }
         Ok(())
     }

@@ -138,10 +138,7 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
             }
             failpoint::crash("exec::started");
             if let Some(pf) = &opts.pid_file {
-                let tmp = pf.with_extension("rpaas-tmp");
-                std::fs::write(&tmp, child.as_raw().to_string())
-                    .map_err(|e| Error::io("write pid file", &tmp, e))?;
-                std::fs::rename(&tmp, pf).map_err(|e| Error::io("rename pid file", pf, e))?;
+                crate::create::write_pid_file(pf, child.as_raw())?;
             }
             if opts.detach {
                 return Ok(0);

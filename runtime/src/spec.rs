@@ -34,7 +34,7 @@ pub fn load(bundle: &Path) -> Result<Spec> {
 pub fn parse_config(bytes: &[u8]) -> Result<Spec> {
     let raw: serde_json::Value = parse_json(bytes, "config.json")?;
     crate::security::check_raw_config(&raw)?;
-    parse_json(bytes, "config.json")
+    from_value(raw, "config.json")
 }
 
 /// Read a process.json for `exec --process`.
@@ -42,7 +42,16 @@ pub fn load_process(path: &Path) -> Result<Process> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
     let raw: serde_json::Value = parse_json(&bytes, "process")?;
     crate::security::check_raw_process(&raw)?;
-    parse_json(&bytes, "process")
+    from_value(raw, "process")
+}
+
+/// Like [`parse_json`] from an already parsed value (the text is read once).
+fn from_value<T: DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { what.to_string() } else { path };
+        Error::spec(field, e.inner().to_string())
+    })
 }
 
 /// The rootfs as an absolute host path (root.path is relative to the bundle).
@@ -162,6 +171,14 @@ mod tests {
         let err = parse_json::<Spec>(json, "config.json").expect_err("must fail");
         let text = err.to_string();
         assert!(text.contains("process.rlimits[1].hard"), "{text}");
+    }
+
+    #[test]
+    fn parse_config_names_the_json_path_too() {
+        let json = br#"{"ociVersion":"1.2.0","process":{"cwd":"/","user":{"uid":0,"gid":"zero"},"args":["sh"]},
+            "root":{"path":"rootfs"}}"#;
+        let err = parse_config(json).expect_err("must fail");
+        assert!(err.to_string().contains("process.user.gid"), "{err}");
     }
 
     #[test]

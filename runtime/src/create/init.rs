@@ -49,15 +49,12 @@ pub fn main(args: InitArgs, sync: Channel) -> ! {
     unsafe { libc::_exit(1) }
 }
 
-fn wait_for(sync: &Channel, what: &str) -> Result<ParentMsg> {
+fn wait_for(sync: &Channel) -> Result<ParentMsg> {
     match sync.recv::<ParentMsg>()? {
         Some(m) => Ok(m),
         // The runtime died (kill -9): nothing may survive it half-made.
-        None => {
-            let _ = what;
-            // SAFETY: as in `main`.
-            unsafe { libc::_exit(1) }
-        }
+        // SAFETY: as in `main`.
+        None => unsafe { libc::_exit(1) },
     }
 }
 
@@ -72,7 +69,7 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         .map_err(|e| Error::sys("set parent-death signal", e))?;
     // Nobody in the namespaces we join may ptrace or read us while we hold host fds.
     security::set_dumpable(false)?;
-    wait_for(sync, "go")?;
+    wait_for(sync)?;
     // Hooks read our pid as the runtime sees it; /proc is still the host's here.
     let hook_state = state_with_host_pid(&a.hook_state);
 
@@ -130,7 +127,7 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
 
     if a.runtime_hooks {
         sync.send(&ChildMsg::NeedHooks)?;
-        wait_for(sync, "hooks")?;
+        wait_for(sync)?;
     }
     let spec_hooks = a.spec.hooks().as_ref();
     hooks::run_all(
@@ -176,7 +173,7 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     // normally right after Commit, before we could clear it.
     nix::sys::prctl::set_pdeathsig(None).map_err(|e| Error::sys("clear parent-death signal", e))?;
     sync.send(&ChildMsg::Ready)?;
-    wait_for(sync, "commit")?;
+    wait_for(sync)?;
 
     // Block until `start` opens the fifo for reading (runc's exec.fifo protocol).
     let fifo_path = format!("/proc/self/fd/{}", a.fifo.as_raw_fd());

@@ -338,7 +338,7 @@ fn commit(
     Ok(id)
 }
 
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     // runc writes the pid without a newline, through a temp file + rename.
     let tmp = path.with_extension("rpaas-tmp");
     std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io("write pid file", &tmp, e))?;
