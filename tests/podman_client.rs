@@ -381,7 +381,13 @@ fn case_tty(runtime: &Path) {
         .get_args()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    // `timeout` moves podman into a process group of its own unless told
+    // --foreground; podman must be in the terminal's foreground group, or
+    // its tcsetattr (raw mode) stops it with SIGTTOU. Under bash, `script -c`
+    // happened to exec timeout as the session leader and hide this; CI has no
+    // $SHELL, so script ran dash and podman hung until the timeout.
     podman.insert(0, "timeout".into());
+    podman.insert(1, "--foreground".into());
     podman.extend(["run".into(), "--rm".into(), "-it".into()]);
     podman.extend(p.container_flags());
     podman.push(IMAGE.into());
@@ -392,7 +398,12 @@ fn case_tty(runtime: &Path) {
         "stty rows 37 cols 91; {} sh -c 'tty; stty size; sleep 0.5; exit 5'",
         podman.join(" ")
     );
-    let out = run_to_files(Command::new("script").args(["-qec", &line, "/dev/null"]));
+    // The same shell whatever the caller's $SHELL (CI has none: dash).
+    let out = run_to_files(Command::new("script").env("SHELL", "/bin/sh").args([
+        "-qec",
+        &line,
+        "/dev/null",
+    ]));
     let shown = text(&out.stdout);
     assert_eq!(
         out.status.code(),
