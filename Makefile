@@ -10,7 +10,7 @@ deps:
 	scripts/install-deps.sh
 
 build: deps
-	$(CARGO) build --release --bin rpaas-run --bin rpaas-keeper
+	$(CARGO) build --release --bin rpaas-run --bin rpaas-tools --bin rpaas-keeper
 
 demo: build
 	scripts/demo.sh target/release/rpaas-run

@@ -128,10 +128,9 @@ fn create_node(root: &Root, plan: &Plan, n: &Node) -> Result<()> {
         .map_err(|e| Error::sys(format!("bind device {}", n.path.display()), e));
     }
     let dir = mounts::ensure_dir(root, parent)?;
-    let dir_file = dir
-        .reopen(pathrs::flags::OpenFlags::O_DIRECTORY | pathrs::flags::OpenFlags::O_RDONLY)
-        .map_err(|e| Error::Other(format!("open {}: {e}", parent.display())))?;
-    let dirfd = &dir_file;
+    // The *at calls below take the O_PATH fd as it is: no reopen through
+    // /proc (pathrs' reopen re-verifies procfs every time).
+    let dirfd = &dir;
     let _ = nix::unistd::unlinkat(dirfd, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
     mknodat(
         dirfd,

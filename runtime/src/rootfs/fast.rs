@@ -3,14 +3,19 @@
 //! RESOLVE_NO_MAGICLINKS (no /proc/self/fd tricks).
 //!
 //! pathrs gives the same guarantee but re-verifies /proc on every call (about
-//! ten syscalls each); init resolves a few dozen paths on the container start
-//! path, so existing paths are opened here and pathrs is kept for what it
-//! does best: creating missing directories and files safely (`mkdir_all`).
+//! ten syscalls each, and a private procfs mount for its first use); init
+//! resolves a few dozen paths and creates a dozen directories on the
+//! container start path, so both are done here:
+//! - an existing path: one openat2;
+//! - a missing directory: openat2 of the longest existing prefix, then for
+//!   each missing component mkdirat + openat(O_NOFOLLOW) relative to the
+//!   directory just made, so a symlink raced into place is refused, never
+//!   followed. Paths with `..` go to pathrs (its walk handles them).
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Component, Path};
 
 use pathrs::{Handle, Root};
 
@@ -31,8 +36,7 @@ fn open_in_root(root: &Root, path: &Path, extra: libc::c_int) -> std::io::Result
     } else {
         rel
     };
-    let c = CString::new(rel.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c = cstring(rel.as_os_str().as_bytes())?;
     let how = OpenHow {
         flags: (libc::O_PATH | libc::O_CLOEXEC | extra) as u64,
         mode: 0,
@@ -68,4 +72,102 @@ pub fn resolve_nofollow(root: &Root, path: impl AsRef<Path>) -> std::io::Result<
 /// An existing directory `path` inside the root.
 pub fn resolve_dir(root: &Root, path: impl AsRef<Path>) -> std::io::Result<Handle> {
     open_in_root(root, path.as_ref(), libc::O_DIRECTORY)
+}
+
+fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// The normal components of `path`, or None when it has a `..` (or a
+/// prefix): those are left to pathrs.
+fn plain_components(path: &Path) -> Option<Vec<&std::ffi::OsStr>> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// O_PATH directory `name` in `dir`, never following a symlink.
+fn open_child_dir(dir: &impl AsFd, name: &std::ffi::OsStr) -> std::io::Result<OwnedFd> {
+    let c = cstring(name.as_bytes())?;
+    // SAFETY: openat with a valid dirfd and a NUL-terminated single-component name.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_fd().as_raw_fd(),
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new fd that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The directory `path` inside the root, created with `mode` (and its
+/// missing parents) if absent. None: the path has `..`, ask pathrs.
+pub fn mkdir_all(root: &Root, path: &Path, mode: u32) -> Option<std::io::Result<Handle>> {
+    let comps = plain_components(path)?;
+    Some(mkdir_all_plain(root, &comps, mode))
+}
+
+fn mkdir_all_plain(root: &Root, comps: &[&std::ffi::OsStr], mode: u32) -> std::io::Result<Handle> {
+    // The longest existing prefix, resolved inside the root.
+    let mut existing = comps.len();
+    let mut dir = loop {
+        let prefix: std::path::PathBuf = comps[..existing].iter().collect();
+        match resolve_dir(root, &prefix) {
+            Ok(h) => break OwnedFd::from(h),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && existing > 0 => existing -= 1,
+            Err(e) => return Err(e),
+        }
+    };
+    for name in &comps[existing..] {
+        let c = cstring(name.as_bytes())?;
+        // SAFETY: mkdirat with a valid dirfd and a NUL-terminated single-component name.
+        let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            // Made by someone else meanwhile: fine if it is a directory,
+            // which open_child_dir checks without following a symlink.
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
+        }
+        dir = open_child_dir(&dir, name)?;
+    }
+    Ok(Handle::from_fd(dir))
+}
+
+/// Create the empty file `path` inside the root (mode 0644, parents 0755)
+/// unless something is there; never follows a final symlink. None: the
+/// path has `..`, ask pathrs.
+pub fn create_file(root: &Root, path: &Path) -> Option<std::io::Result<()>> {
+    let comps = plain_components(path)?;
+    let (name, parents) = comps.split_last()?;
+    Some((|| {
+        let dir = mkdir_all_plain(root, parents, 0o755)?;
+        let c = cstring(name.as_bytes())?;
+        // SAFETY: openat with a valid dirfd and a NUL-terminated single-component name.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_fd().as_raw_fd(),
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o644 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: openat returned a new fd that we own; closing it is all we do.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(())
+    })())
 }

@@ -153,8 +153,13 @@ pub fn ensure_dir(root: &Root, dest: &Path) -> Result<Handle> {
     if let Ok(h) = super::fast::resolve_dir(root, dest) {
         return Ok(h);
     }
-    root.mkdir_all(dest, &std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::Other(format!("mkdir {} in rootfs: {e}", dest.display())))
+    let made = match super::fast::mkdir_all(root, dest, 0o755) {
+        Some(r) => r.map_err(|e| e.to_string()),
+        None => root
+            .mkdir_all(dest, &std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string()),
+    };
+    made.map_err(|e| Error::Other(format!("mkdir {} in rootfs: {e}", dest.display())))
 }
 
 /// The file `dest` inside the root, created empty if missing.
@@ -162,15 +167,22 @@ pub fn ensure_file(root: &Root, dest: &Path) -> Result<Handle> {
     if let Ok(h) = super::fast::resolve(root, dest) {
         return Ok(h);
     }
-    if let Some(parent) = dest.parent() {
-        ensure_dir(root, parent)?;
-    }
-    root.create_file(
-        dest,
-        OpenFlags::O_CREAT | OpenFlags::O_CLOEXEC,
-        &std::fs::Permissions::from_mode(0o644),
-    )
-    .map_err(|e| Error::Other(format!("create {} in rootfs: {e}", dest.display())))?;
+    let made = match super::fast::create_file(root, dest) {
+        Some(r) => r.map_err(|e| e.to_string()),
+        None => {
+            if let Some(parent) = dest.parent() {
+                ensure_dir(root, parent)?;
+            }
+            root.create_file(
+                dest,
+                OpenFlags::O_CREAT | OpenFlags::O_CLOEXEC,
+                &std::fs::Permissions::from_mode(0o644),
+            )
+            .map(drop)
+            .map_err(|e| e.to_string())
+        }
+    };
+    made.map_err(|e| Error::Other(format!("create {} in rootfs: {e}", dest.display())))?;
     super::fast::resolve(root, dest)
         .map_err(|e| Error::Other(format!("resolve {} in rootfs: {e}", dest.display())))
 }

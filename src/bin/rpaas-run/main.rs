@@ -1,52 +1,22 @@
-//! `rpaas-run`: an OCI runtime with runc's command line, plus debug verbs
-//! (`image`, `bundle`, `net`, `numa`) over the rpaas crates.
+//! `rpaas-run`: an OCI runtime with runc's command line, plus debug verbs.
+//!
+//! The runtime verbs and `numa` run here. `image`, `bundle` and `net` are
+//! handed, with the whole command line, to the `rpaas-tools` binary beside
+//! this one: they need the registry client (TLS, an async runtime) and
+//! netlink, and loading those libraries at every `create`/`run`/`exec` cost
+//! more than the rest of the start-up (docs/DECISIONS.md, "two binaries").
 
-mod image;
-mod net;
+#[path = "../shared/cli.rs"]
+mod cli;
 mod numa;
 mod oci;
+mod tools;
 
-use std::path::PathBuf;
+pub use cli::Global;
+
+use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
-
-/// Global flags, in runc's dialect, plus the image-store settings.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Global {
-    /// Directory for container state (tmpfs recommended).
-    #[arg(long, global = true, default_value = "/run/rpaas")]
-    pub root: PathBuf,
-    /// Log file (runc's --log); errors are also written there.
-    #[arg(long, global = true)]
-    pub log: Option<PathBuf>,
-    /// Format of the log file: text or json.
-    #[arg(long, global = true, default_value = "text")]
-    pub log_format: String,
-    /// Use systemd for cgroups (not supported: rpaas writes cgroupfs directly).
-    #[arg(long, global = true)]
-    pub systemd_cgroup: bool,
-    /// Verbose logging to stderr.
-    #[arg(long, global = true)]
-    pub debug: bool,
-    /// Accepted for runc compatibility; rootless mode is not supported.
-    #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    pub rootless: Option<String>,
-    /// Image store directory (blobs, refs, snapshots).
-    #[arg(long, global = true, default_value = "/var/lib/rpaas")]
-    pub image_root: PathBuf,
-    /// Snapshotter: overlay or devmapper.
-    #[arg(long, global = true, default_value = "overlay")]
-    pub snapshotter: String,
-    /// devmapper: an existing thin pool (e.g. LVM's).
-    #[arg(long, global = true)]
-    pub dm_pool: Option<String>,
-    /// devmapper: directory holding a loop-file-backed pool (created on first use).
-    #[arg(long, global = true)]
-    pub dm_loopback: Option<PathBuf>,
-    /// devmapper: size of a loop-backed pool's data file, e.g. 20G.
-    #[arg(long, global = true)]
-    pub dm_size: Option<String>,
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,14 +36,15 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Oci(oci::OciCommand),
-    /// Image store: pull, prefetch, import, ls, inspect, rm, gc.
-    #[command(subcommand)]
-    Image(image::ImageCommand),
-    /// Prepare (or remove) a runnable bundle from an image.
-    Bundle(image::BundleArgs),
-    /// Container networking (debug verbs).
-    #[command(subcommand)]
-    Net(net::NetCommand),
+    /// Image store: pull, prefetch, import, ls, inspect, rm, gc (runs rpaas-tools).
+    #[command(disable_help_flag = true)]
+    Image(tools::Passthrough),
+    /// Prepare (or remove) a runnable bundle from an image (runs rpaas-tools).
+    #[command(disable_help_flag = true)]
+    Bundle(tools::Passthrough),
+    /// Container networking debug verbs (runs rpaas-tools).
+    #[command(disable_help_flag = true)]
+    Net(tools::Passthrough),
     /// NUMA topology and placement.
     #[command(subcommand)]
     Numa(numa::NumaCommand),
@@ -83,19 +54,19 @@ fn main() {
     let cli = Cli::parse();
     // FAILPOINTS=name=return (builds with the `failpoints` feature only): crash tests.
     rpaas_runtime::failpoint::setup_from_env();
-    oci::init_logging(&cli.global);
+    cli::init_logging(&cli.global);
     let result = match cli.command {
         Command::Oci(cmd) => oci::run(&cli.global, cmd),
-        Command::Image(cmd) => image::run(&cli.global, cmd),
-        Command::Bundle(args) => image::bundle(&cli.global, args),
-        Command::Net(cmd) => net::run(&cli.global, cmd),
+        Command::Image(_) | Command::Bundle(_) | Command::Net(_) => {
+            tools::exec(std::env::args_os().skip(1).collect::<Vec<OsString>>())
+        }
         Command::Numa(cmd) => numa::run(&cli.global, cmd),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             let line = format!("{err:#}");
-            oci::log_error(&cli.global, &line);
+            cli::log_error(&cli.global, &line);
             eprintln!("rpaas-run: {line}");
             std::process::exit(1);
         }

@@ -1,7 +1,6 @@
 //! The OCI verbs in runc's dialect (what podman/conmon and containerd call),
 //! plus `gc` and `wait`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -163,36 +162,6 @@ pub struct ExecArgs {
     pub id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
-}
-
-pub fn init_logging(g: &Global) {
-    if g.debug || std::env::var_os("RPAAS_LOG").is_some() {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("RPAAS_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-}
-
-/// Append the error to --log (JSON with --log-format json, as runc does).
-pub fn log_error(g: &Global, line: &str) {
-    let Some(path) = &g.log else { return };
-    let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    else {
-        return;
-    };
-    let now = rpaas_runtime::state::now_rfc3339();
-    let text = if g.log_format == "json" {
-        serde_json::json!({"level": "error", "msg": line, "time": now}).to_string()
-    } else {
-        format!("time=\"{now}\" level=error msg=\"{line}\"")
-    };
-    let _ = writeln!(f, "{text}");
 }
 
 pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
