@@ -9,11 +9,24 @@ CARGO ?= cargo
 deps:
 	scripts/install-deps.sh
 
+# target/dist: what a host installs. The runtime and the keeper are static-pie
+# (glibc and libseccomp linked in, as runc's release builds are): they are
+# exec'd at every container start, and dynamic loading was a large part of
+# their start-up (docs/DECISIONS.md). rpaas-tools stays dynamic (OpenSSL).
+TRIPLE := x86_64-unknown-linux-gnu
+STATIC := RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
+	LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu
+DIST := target/dist
+
 build: deps
-	$(CARGO) build --release --bin rpaas-run --bin rpaas-tools --bin rpaas-keeper
+	$(CARGO) build --release --bin rpaas-tools
+	$(STATIC) $(CARGO) build --release --target $(TRIPLE) --bin rpaas-run --bin rpaas-keeper
+	mkdir -p $(DIST)
+	install -m 0755 target/release/rpaas-tools target/$(TRIPLE)/release/rpaas-run \
+		target/$(TRIPLE)/release/rpaas-keeper $(DIST)/
 
 demo: build
-	scripts/demo.sh target/release/rpaas-run
+	scripts/demo.sh $(DIST)/rpaas-run
 
 # Host tests run as root on the host's cgroup v1 (hybrid); VM tests boot a
 # qemu guest for dm-thin, two NUMA nodes and pure cgroup v2.
@@ -38,4 +51,4 @@ bench: build
 
 # Remove whatever a crashed run left behind (containers, cgroups) under the default root.
 clean-host:
-	-target/release/rpaas-run gc --all || target/debug/rpaas-run gc --all
+	-$(DIST)/rpaas-run gc --all || target/debug/rpaas-run gc --all

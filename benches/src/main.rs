@@ -15,8 +15,8 @@
 //! runtime/src/security/exe.rs); `crun`; `runc`. State roots and the bundle
 //! live on a private tmpfs (as /run is on a normal host).
 //!
-//! Run as root: `cargo build --release --bin rpaas-run && cargo run --release -p rpaas-benches`.
-//! Env: RPAAS_RUN (the binary; default target/release/rpaas-run),
+//! Run as root: `make bench` (or `make build && cargo run --release -p rpaas-benches`).
+//! Env: RPAAS_RUN (the binary; default target/dist/rpaas-run of `make build`),
 //! RPAAS_BENCH_ITERS (default 21), RPAAS_BENCH_WARMUP (3), RPAAS_BENCH_BATCHES (5).
 
 mod runtime_support;

@@ -120,16 +120,22 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The release `rpaas-run`: $RPAAS_RUN, else `target/release/rpaas-run`.
+/// The release `rpaas-run`: $RPAAS_RUN, else the installable build of
+/// `make build` (`target/dist/rpaas-run`), else `target/release/rpaas-run`.
 pub fn find_rpaas_run() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("RPAAS_RUN") {
         return Ok(PathBuf::from(p));
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/rpaas-run");
+    let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dist = top.join("target/dist/rpaas-run");
+    if dist.is_file() {
+        return Ok(dist);
+    }
+    let p = top.join("target/release/rpaas-run");
     if !p.is_file() {
         bail!(
-            "{} not found: run `cargo build --release --bin rpaas-run --bin rpaas-keeper` or set RPAAS_RUN",
-            p.display()
+            "{} not found: run `make build` or set RPAAS_RUN",
+            dist.display()
         );
     }
     Ok(p)
