@@ -70,6 +70,10 @@ impl Podman {
         let run = self.run.path();
         let mut c = Command::new("timeout");
         c.args(["--kill-after=10", PODMAN_TIMEOUT_SECS, "podman"]);
+        // conmon writes an empty `oom` file into its working directory when
+        // the container is OOM-killed (case_limits does that): keep it in
+        // our temp dir, not in the repository.
+        c.current_dir(run);
         c.arg("--root").arg(store.join("graph"));
         c.arg("--runroot").arg(run.join("runroot"));
         // podman records tmpdir/static dir in its database on first use and
