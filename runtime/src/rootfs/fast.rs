@@ -171,3 +171,69 @@ pub fn create_file(root: &Root, path: &Path) -> Option<std::io::Result<()>> {
         Ok(())
     })())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root_of(dir: &Path) -> Root {
+        Root::open(dir).expect("open root")
+    }
+
+    #[test]
+    fn mkdir_all_makes_missing_parents_inside_the_root() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let root = root_of(rootfs.path());
+        mkdir_all(&root, Path::new("/a/b/c"), 0o755)
+            .expect("plain path")
+            .expect("mkdir");
+        assert!(rootfs.path().join("a/b/c").is_dir());
+        // Existing: resolved, nothing else made.
+        mkdir_all(&root, Path::new("a/b"), 0o755).unwrap().unwrap();
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root_never_on_the_host() {
+        let host = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let root = root_of(rootfs.path());
+        // An absolute link to the host dir's path, which the image also has.
+        std::fs::create_dir_all(rootfs.path().join(host.path().strip_prefix("/").unwrap()))
+            .unwrap();
+        symlink(host.path(), rootfs.path().join("abs")).unwrap();
+        symlink("../../../..", rootfs.path().join("up")).unwrap();
+        mkdir_all(&root, Path::new("abs/made"), 0o755)
+            .unwrap()
+            .unwrap();
+        mkdir_all(&root, Path::new("up/top"), 0o755)
+            .unwrap()
+            .unwrap();
+        create_file(&root, Path::new("abs/file")).unwrap().unwrap();
+        let inside = rootfs.path().join(host.path().strip_prefix("/").unwrap());
+        assert!(inside.join("made").is_dir() && inside.join("file").is_file());
+        assert!(rootfs.path().join("top").is_dir(), "`..` stops at the root");
+        assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_dangling_link_is_refused_not_followed_out() {
+        let host = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let root = root_of(rootfs.path());
+        symlink(host.path().join("gone"), rootfs.path().join("dangling")).unwrap();
+        assert!(mkdir_all(&root, Path::new("dangling/sub"), 0o755)
+            .unwrap()
+            .is_err());
+        assert!(create_file(&root, Path::new("dangling")).unwrap().is_err());
+        assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dot_dot_paths_are_left_to_pathrs() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let root = root_of(rootfs.path());
+        assert!(mkdir_all(&root, Path::new("a/../b"), 0o755).is_none());
+        assert!(create_file(&root, Path::new("../x")).is_none());
+    }
+}
