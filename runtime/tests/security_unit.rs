@@ -20,6 +20,18 @@ struct Child {
     status: WaitStatus,
 }
 
+/// Tests here fork while other test threads may hold pipe ends: a child
+/// forked by one test inherits the other test's pipes and keeps them open,
+/// so neither side ever sees EOF (seen once as a hang of two tests). Every
+/// test takes this lock first, so only one test's children exist at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Fork; the child runs `f` with the pipe's write fd and writes its result
 /// there. The pipe fd is passed so tests that close fds can keep it.
 fn in_child(f: impl FnOnce(RawFd) -> String) -> Child {
@@ -86,6 +98,7 @@ const SYS_RESOURCE: u64 = 1 << 24;
 
 #[test]
 fn capabilities_only_cap_kill() {
+    let _serial = serial();
     let sets =
         caps_spec(r#"{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"]}"#);
     let c = in_child(|_| match apply_capabilities(&sets) {
@@ -106,6 +119,7 @@ fn capabilities_only_cap_kill() {
 
 #[test]
 fn capabilities_after_setuid_reach_the_exec_through_ambient_only() {
+    let _serial = serial();
     let sets = caps_spec(
         r#"{"bounding":["CAP_KILL","CAP_NET_BIND_SERVICE"],
             "effective":["CAP_KILL","CAP_NET_BIND_SERVICE"],
@@ -146,6 +160,7 @@ fn capabilities_after_setuid_reach_the_exec_through_ambient_only() {
 
 #[test]
 fn no_inheritable_capabilities_unless_asked() {
+    let _serial = serial();
     // CVE-2022-29162: an empty inheritable set must stay empty after exec.
     let sets = caps_spec(
         r#"{"bounding":["CAP_KILL"],"effective":["CAP_KILL"],"permitted":["CAP_KILL"],
@@ -169,6 +184,7 @@ fn no_inheritable_capabilities_unless_asked() {
 
 #[test]
 fn capabilities_the_host_cannot_give_are_skipped() {
+    let _serial = serial();
     // This host's bounding set lacks CAP_SYS_RESOURCE: asking for it must not
     // fail the container, only leave it out (elsewhere it is granted).
     let host_bnd = cap(&self_status(), "CapBnd");
@@ -193,6 +209,7 @@ fn rlimits_spec(json: &str) -> Vec<Rlimit> {
 
 #[test]
 fn rlimits_are_applied() {
+    let _serial = serial();
     let r = rlimits_spec(
         r#"[{"type":"RLIMIT_NOFILE","soft":100,"hard":200},
             {"type":"RLIMIT_CORE","soft":0,"hard":0},
@@ -215,6 +232,7 @@ fn rlimits_are_applied() {
 
 #[test]
 fn raising_a_hard_rlimit_without_cap_sys_resource_names_the_limit() {
+    let _serial = serial();
     let low = rlimits_spec(r#"[{"type":"RLIMIT_NOFILE","soft":100,"hard":200}]"#);
     let high = rlimits_spec(
         r#"[{"type":"RLIMIT_CORE","soft":0,"hard":0},
@@ -250,6 +268,7 @@ fn seccomp_spec(json: &str) -> SeccompFilter {
 
 #[test]
 fn seccomp_errno_rule_makes_mkdir_fail_with_that_errno() {
+    let _serial = serial();
     let dir = tempfile::Builder::new()
         .prefix("rpaas-seccomp")
         .tempdir()
@@ -292,6 +311,7 @@ fn seccomp_errno_rule_makes_mkdir_fail_with_that_errno() {
 
 #[test]
 fn seccomp_kill_action_kills_with_sigsys() {
+    let _serial = serial();
     let f = seccomp_spec(
         r#"{"defaultAction":"SCMP_ACT_ALLOW",
             "syscalls":[{"names":["getppid"],"action":"SCMP_ACT_KILL_PROCESS"}]}"#,
@@ -315,6 +335,7 @@ fn seccomp_kill_action_kills_with_sigsys() {
 
 #[test]
 fn seccomp_arg_conditions_are_honoured() {
+    let _serial = serial();
     // Deny personality() only for one argument value; others pass.
     let f = seccomp_spec(
         r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["personality"],
@@ -336,6 +357,7 @@ fn seccomp_arg_conditions_are_honoured() {
 
 #[test]
 fn seccomp_without_nnp_or_cap_sys_admin_explains_itself() {
+    let _serial = serial();
     let f = seccomp_spec(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#);
     let c = in_child(|_| {
         let _ = ::caps::drop(
@@ -354,6 +376,7 @@ fn seccomp_without_nnp_or_cap_sys_admin_explains_itself() {
 
 #[test]
 fn seccomp_notify_profile_hands_back_a_listener() {
+    let _serial = serial();
     let f = seccomp_spec(
         r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/rpaas-test.sock",
             "syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
@@ -395,6 +418,7 @@ fn open_dev_null(n: usize) -> Vec<OwnedFd> {
 
 #[test]
 fn close_fds_leaves_only_stdio_and_kept_fds() {
+    let _serial = serial();
     let c = in_child(|w| {
         let fds = open_dev_null(6);
         let keep = fds[3].as_raw_fd();
@@ -425,6 +449,7 @@ fn close_fds_leaves_only_stdio_and_kept_fds() {
 
 #[test]
 fn cloexec_fds_leak_nothing_into_an_exec() {
+    let _serial = serial();
     let c = in_child(|w| {
         let fds = open_dev_null(1);
         // Inheritable fds (no FD_CLOEXEC) as a careless runtime would leave them.
@@ -475,6 +500,7 @@ fn cloexec_fds_leak_nothing_into_an_exec() {
 
 #[test]
 fn dumpable_nnp_and_oom_score_adj() {
+    let _serial = serial();
     let c = in_child(|_| {
         let r = (|| -> rpaas_runtime::Result<String> {
             set_dumpable(false)?;
@@ -523,6 +549,7 @@ fn nobody_process(dumpable: bool) -> (nix::unistd::Pid, OwnedFd) {
 
 #[test]
 fn non_dumpable_process_hides_its_exe_and_fds_from_same_uid_processes() {
+    let _serial = serial();
     // What a process already in the container (same uid, no capabilities)
     // could do to our init while it joins: open /proc/<init>/exe or fd/.
     let mut seen = vec![];
@@ -554,6 +581,7 @@ fn non_dumpable_process_hides_its_exe_and_fds_from_same_uid_processes() {
 
 #[test]
 fn oom_score_adj_of_another_process() {
+    let _serial = serial();
     // A child that just waits for its pipe to close.
     let (r, w) = nix::unistd::pipe().unwrap();
     let pid = match unsafe { fork() }.unwrap() {
@@ -576,6 +604,7 @@ fn oom_score_adj_of_another_process() {
 
 #[test]
 fn sysctl_applies_inside_new_ipc_and_net_namespaces_only() {
+    let _serial = serial();
     let host_shmmni = std::fs::read_to_string("/proc/sys/kernel/shmmni").unwrap();
     let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let want_shmmni = if host_shmmni.trim() == "1234" {
@@ -662,6 +691,7 @@ fn median_us(mut f: impl FnMut()) -> u128 {
 #[test]
 #[ignore]
 fn sealed_exe_child() {
+    let _serial = serial();
     let Some(mode) = std::env::var_os(SEALED_CHILD) else {
         return;
     };
@@ -746,6 +776,7 @@ fn run_sealed_child(mode: &str) -> String {
 
 #[test]
 fn runtime_runs_from_a_sealed_memfd() {
+    let _serial = serial();
     let out = run_sealed_child("memfd");
     assert!(out.contains("link=/memfd:rpaas-run"), "{out}");
     assert!(out.contains("protection=Some(SealedMemfd)"), "{out}");
@@ -760,6 +791,7 @@ fn runtime_runs_from_a_sealed_memfd() {
 
 #[test]
 fn runtime_runs_from_a_read_only_detached_mount() {
+    let _serial = serial();
     let before = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
     let out = run_sealed_child("romount");
     assert!(out.contains("protection=Some(ReadOnlyMount)"), "{out}");
