@@ -199,13 +199,26 @@ pub fn sealed_copy_of_self() -> Result<OwnedFd> {
     let size = nix::sys::stat::fstat(&exe)
         .map_err(|e| Error::sys("fstat /proc/self/exe", e))?
         .st_size;
-    let memfd = memfd_exec("rpaas-run")?;
-    copy_all(&exe, &memfd, size)?;
-    // SAFETY: plain fcntl on an fd we own.
-    let r = unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
-    nix::errno::Errno::result(r)
-        .map_err(|e| Error::sys("fcntl(F_ADD_SEALS) on the runtime's memfd copy", e))?;
-    Ok(memfd)
+    // F_SEAL_WRITE fails with EBUSY while the kernel still sees extra
+    // references on the copy's pages after its own wait (~150 ms); seen once
+    // in a loaded CI-like run. A fresh copy is the retry.
+    let mut attempts = 3;
+    loop {
+        let memfd = memfd_exec("rpaas-run")?;
+        copy_all(&exe, &memfd, size)?;
+        // SAFETY: plain fcntl on an fd we own.
+        let r = unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
+        match nix::errno::Errno::result(r) {
+            Ok(_) => return Ok(memfd),
+            Err(nix::Error::EBUSY) if attempts > 1 => attempts -= 1,
+            Err(e) => {
+                return Err(Error::sys(
+                    "fcntl(F_ADD_SEALS) on the runtime's memfd copy",
+                    e,
+                ))
+            }
+        }
+    }
 }
 
 fn open_self_exe() -> Result<OwnedFd> {
