@@ -62,13 +62,5 @@ fn main() {
         }
         Command::Numa(cmd) => numa::run(&cli.global, cmd),
     };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(err) => {
-            let line = format!("{err:#}");
-            cli::log_error(&cli.global, &line);
-            eprintln!("rpaas-run: {line}");
-            std::process::exit(1);
-        }
-    }
+    cli::finish(&cli.global, result)
 }

@@ -46,13 +46,5 @@ fn main() {
         Command::Bundle(args) => image::bundle(&cli.global, args),
         Command::Net(cmd) => net::run(&cli.global, cmd),
     };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(err) => {
-            let line = format!("{err:#}");
-            cli::log_error(&cli.global, &line);
-            eprintln!("rpaas-run: {line}");
-            std::process::exit(1);
-        }
-    }
+    cli::finish(&cli.global, result)
 }

@@ -77,3 +77,17 @@ pub fn log_error(g: &Global, line: &str) {
     };
     let _ = writeln!(f, "{text}");
 }
+
+/// Exit with the command's code, or print the error chain on one line
+/// (also to --log) and exit 1.
+pub fn finish(g: &Global, result: anyhow::Result<i32>) -> ! {
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            let line = format!("{err:#}");
+            log_error(g, &line);
+            eprintln!("rpaas-run: {line}");
+            std::process::exit(1);
+        }
+    }
+}
