@@ -6,6 +6,7 @@
 //! runs on this hybrid host and in the pure-v2 qemu guest (`/work/shared/vm/run-in-vm`).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -106,7 +107,13 @@ struct Proc {
 
 impl Proc {
     fn spawn(script: &str) -> Proc {
-        let mut child = Command::new(busybox())
+        Proc::spawn_from(busybox(), script)
+    }
+
+    /// Like `spawn`, with the busybox binary at `bin`.
+    fn spawn_from(bin: &str, script: &str) -> Proc {
+        let mut child = Command::new(bin)
+            .arg0("busybox")
             .args(["sh", "-c", &format!("read go; {script}")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -155,6 +162,26 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// busybox copied into a memfd (left open, not close-on-exec) and its path
+/// for exec. Its pages are shmem charged to this process's cgroup: a shell
+/// run from it inside a tight memory cgroup has no file pages there to evict
+/// and fault back in. Run from the 9p root of the qemu guest it did: the
+/// kernel kept reclaiming and re-reading busybox's text for minutes (TCG)
+/// before it OOM-killed the shell, and the VM suite timed out.
+fn busybox_in_memory() -> (std::os::fd::OwnedFd, String) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: valid C string; a new fd or -1.
+    let fd = unsafe { libc::memfd_create(c"busybox".as_ptr(), 0) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh fd owned by nobody else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut f = std::fs::File::from(fd.try_clone().expect("dup memfd"));
+    std::io::copy(&mut std::fs::File::open(busybox()).unwrap(), &mut f).expect("copy busybox");
+    // The child resolves /proc/self/fd/N in itself: N is inherited (no CLOEXEC).
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    (fd, path)
 }
 
 fn busybox() -> &'static str {
@@ -843,7 +870,11 @@ fn oom_kill_counter_moves() {
     )))
     .unwrap();
     let before = t.cg.oom_kill_count().unwrap();
-    let mut p = Proc::spawn("x=$(head -c 50000000 /dev/zero | tr '\\0' a); echo survived");
+    let (_busybox_fd, busybox_mem) = busybox_in_memory();
+    let mut p = Proc::spawn_from(
+        &busybox_mem,
+        "x=$(head -c 50000000 /dev/zero | tr '\\0' a); echo survived",
+    );
     t.cg.add_pid(p.pid()).unwrap();
     p.go();
     let status = p.child.wait().unwrap();
