@@ -12,7 +12,9 @@ use crate::{Error, Result};
 /// only the new ones (cpuset on v1, subtree_control on v2). The common case (parent exists) is a
 /// single mkdir syscall.
 pub(crate) fn mkdir_p(dir: &Path) -> Result<Vec<PathBuf>> {
-    mkdir_p_retry(dir, 8)
+    // 8 was once not enough against the stress test's remover, which rmdirs
+    // the parents in a tight loop; a real delete removes a parent once.
+    mkdir_p_retry(dir, 64)
 }
 
 /// `retries`: a concurrent delete removes the shared parent ("/rpaas") with rmdir as soon as
@@ -33,6 +35,7 @@ fn mkdir_p_retry(dir: &Path, retries: u32) -> Result<Vec<PathBuf>> {
         Ok(()) => created.push(dir.to_path_buf()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) if e.kind() == ErrorKind::NotFound && retries > 0 => {
+            std::thread::yield_now();
             created.extend(mkdir_p_retry(dir, retries - 1)?);
         }
         Err(e) => return Err(mkdir_err(dir, e)),
