@@ -25,7 +25,12 @@ pub fn exec(args: Vec<OsString>) -> anyhow::Result<i32> {
         .arg0("rpaas-run")
         .args(args)
         .exec();
-    Err(err).with_context(|| format!("exec {}", bin.display()))
+    Err(err).with_context(|| {
+        format!(
+            "exec {} (image, bundle and net run in rpaas-tools: install it beside rpaas-run or name it in {TOOLS_ENV})",
+            bin.display()
+        )
+    })
 }
 
 fn tools_bin() -> anyhow::Result<PathBuf> {
