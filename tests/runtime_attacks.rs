@@ -228,17 +228,26 @@ fn cve_2019_5736_runtime_binary_cannot_be_overwritten_from_inside() {
     let c = Ctr::new("exe", &default_config(&["sh", "-c", ATTACKER]));
     let rootfs = c.bundle.rootfs();
     copy_libs(&bin, &rootfs);
+    let script = |name: &str, text: &str| {
+        std::fs::write(rootfs.join("bin").join(name), text).unwrap();
+        std::fs::set_permissions(
+            rootfs.join("bin").join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    };
     // The classic entry: a file in the image whose interpreter is
-    // /proc/self/exe, so that `exec` runs the runtime itself inside. The
-    // shebang argument makes it `rpaas-run --root /bin/evil update --resources -`,
-    // which blocks reading stdin: the attacker gets all the time it needs.
-    std::fs::write(rootfs.join("bin/evil"), "#!/proc/self/exe --root\n").unwrap();
-    std::fs::set_permissions(
-        rootfs.join("bin/evil"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    // /proc/self/exe. Were the runtime the exe of the process that execs it,
+    // this would run `rpaas-run --root /bin/evil update --resources -`
+    // inside, which blocks reading stdin: the attacker would get all the time
+    // it needs. The interpreter it does get is the sealed rpaas-dmz, which
+    // fails to exec "--root" and exits.
+    script("evil", "#!/proc/self/exe --root\n");
+    // And one that loops through the dmz for ever (dmz -> evil-loop -> dmz),
+    // so that the attacker surely holds the dmz and tries to write it.
+    script("evil-loop", "#!/proc/self/exe /bin/evil-loop\n");
     c.start(&[]);
+    let seen = || std::fs::read_to_string(rootfs.join("tmp/seen")).unwrap_or_default();
 
     let out = tempfile::tempfile().unwrap();
     let mut exec = Command::new(&bin)
@@ -258,12 +267,22 @@ fn cve_2019_5736_runtime_binary_cannot_be_overwritten_from_inside() {
         .stderr(out.try_clone().unwrap())
         .spawn()
         .unwrap();
-    let seen = || std::fs::read_to_string(rootfs.join("tmp/seen")).unwrap_or_default();
-    c.wait_until("the attacker to hold the runtime's exe", || {
-        seen().contains("opened")
+    c.wait_until("the classic entry to end or be caught", || {
+        seen().contains("opened") || exec.try_wait().unwrap().is_some()
     });
     drop(exec.stdin.take());
     let _ = exec.wait();
+
+    let status = Command::new(&bin)
+        .arg("--root")
+        .arg(c.root())
+        .args(["exec", "--detach", &c.id, "/bin/evil-loop"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "exec --detach /bin/evil-loop: {status}");
+    c.wait_until("the attacker to hold the dmz", || {
+        seen().contains("memfd:rpaas-dmz")
+    });
     std::fs::write(rootfs.join("tmp/exited"), "").unwrap();
     c.wait_until("the attacker to finish", || seen().contains("done"));
     std::fs::write(rootfs.join("tmp/stop"), "").unwrap();
@@ -273,12 +292,12 @@ fn cve_2019_5736_runtime_binary_cannot_be_overwritten_from_inside() {
     println!("attacker saw:\n{seen}write errors:\n{errs}");
     let held = std::fs::read_to_string(rootfs.join("tmp/sha")).unwrap_or_default();
     assert!(
-        held.contains(&before),
+        !held.contains(&before),
         "the attacker held the runtime binary itself: {held}"
     );
     assert!(
         !seen.contains("WROTE"),
-        "the runtime binary was written from inside:\n{seen}"
+        "an exe of a container process was written from inside:\n{seen}"
     );
     assert!(
         errs.lines().count() >= 10,

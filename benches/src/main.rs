@@ -10,9 +10,7 @@
 //! Then the extra start latency of keeper mode (`run -d --keeper`) over a
 //! plain `run -d` for rpaas-run alone.
 //!
-//! Rows: `rpaas-run` as built; `rpaas-ro`, the same binary installed on a
-//! read-only mount (then it skips its protective re-exec, see
-//! runtime/src/security/exe.rs); `crun`; `runc`. State roots and the bundle
+//! Rows: `rpaas-run` as built, `crun`, `runc`. State roots and the bundle
 //! live on a private tmpfs (as /run is on a normal host).
 //!
 //! Run as root: `make bench` (or `make build && cargo run --release -p rpaas-benches`).
@@ -111,11 +109,7 @@ fn runtimes(
 ) -> anyhow::Result<(Vec<Runtime>, Vec<String>, bool)> {
     let base = scratch.path();
     let rpaas = find_rpaas_run()?;
-    let mut rts = vec![Runtime::new("rpaas-run", rpaas.clone(), base)?];
-    match scratch.readonly_copy(&rpaas) {
-        Ok(ro) => rts.push(Runtime::new("rpaas-ro", ro, base)?),
-        Err(e) => println!("no rpaas-ro variant: {e:#}"),
-    }
+    let mut rts = vec![Runtime::new("rpaas-run", rpaas, base)?];
     let mut missing = Vec::new();
     let mut mounted_hugetlb = false;
     for name in ["crun", "runc"] {
@@ -305,12 +299,16 @@ fn main() -> anyhow::Result<()> {
     }
     print_table(&rows);
     println!();
-    for ours in ["rpaas-run", "rpaas-ro"] {
-        verdict(&rows, ours, "run /bin/true", "cpu", 0.8);
-        verdict(&rows, ours, "run /bin/true", "wall", 0.9);
-        verdict(&rows, ours, "20x run -d + 20x delete -f", "wall", 1.0);
-        verdict(&rows, ours, "20x run -d + 20x delete -f", "cpu", 1.0);
-    }
+    verdict(&rows, "rpaas-run", "run /bin/true", "cpu", 0.8);
+    verdict(&rows, "rpaas-run", "run /bin/true", "wall", 0.9);
+    verdict(
+        &rows,
+        "rpaas-run",
+        "20x run -d + 20x delete -f",
+        "wall",
+        1.0,
+    );
+    verdict(&rows, "rpaas-run", "20x run -d + 20x delete -f", "cpu", 1.0);
 
     // A small difference of two noisy medians: more pairs than the other cases.
     keeper_latency(&rts[0], &b_sleep, warm, (iters * 3).max(41))?;

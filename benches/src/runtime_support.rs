@@ -201,25 +201,6 @@ impl Scratch {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
-
-    /// A copy of `bin` on a read-only bind mount inside the scratch tmpfs:
-    /// how an installer can protect the binary so rpaas-run needs no
-    /// protective re-exec (see runtime/src/security/exe.rs).
-    pub fn readonly_copy(&self, bin: &Path) -> anyhow::Result<PathBuf> {
-        let dir = self.path().join("ro-bin");
-        std::fs::create_dir_all(&dir)?;
-        let name = bin.file_name().context("binary file name")?;
-        std::fs::copy(bin, dir.join(name)).with_context(|| format!("copy {}", bin.display()))?;
-        let st = Command::new("mount")
-            .args(["--bind", "-o", "ro"])
-            .arg(&dir)
-            .arg(&dir)
-            .status()?;
-        if !st.success() {
-            bail!("read-only bind of {}: {st}", dir.display());
-        }
-        Ok(dir.join(name))
-    }
 }
 
 impl Drop for Scratch {

@@ -94,6 +94,7 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
     }
     let (parent_end, child_end) = sync::pair()?;
     let cgroup = container.cgroup();
+    let dmz = security::Dmz::new()?;
 
     // SAFETY: rpaas-run is single-threaded here; the child runs our code then execve/_exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork exec process", e))? {
@@ -106,6 +107,7 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
                 console.as_ref(),
                 opts.preserve_fds,
                 &child_end,
+                &dmz,
             ) {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -167,6 +169,7 @@ fn child(
     console: Option<&std::os::unix::net::UnixStream>,
     preserve_fds: i32,
     sync: &sync::Channel,
+    dmz: &security::Dmz,
 ) -> Result<std::convert::Infallible> {
     security::set_dumpable(false)?;
     match sync.recv::<ParentMsg>()? {
@@ -195,7 +198,7 @@ fn child(
     let program = plan.resolve_program()?;
     let env = plan.full_env();
     security::cloexec_fds_from(3 + preserve_fds, &[sync.raw()])?;
-    Err(plan.exec(&program, &env))
+    Err(plan.exec(&program, &env, dmz))
 }
 
 fn same_file(a: &str, b: &str) -> bool {

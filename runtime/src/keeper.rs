@@ -20,11 +20,8 @@ use crate::state::{now_rfc3339, Dir, ExitRecord};
 const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
 
 /// Env var naming the small keeper binary; else it is looked up as
-/// `rpaas-keeper` beside the binary named by [`EXE_DIR_ENV`].
+/// `rpaas-keeper` beside the running binary (`rpaas-run`).
 pub const KEEPER_BIN_ENV: &str = "RPAAS_KEEPER_BIN";
-/// Set by `rpaas-run` to its own directory before it re-executes itself
-/// (after that /proc/self/exe no longer names a path).
-pub const EXE_DIR_ENV: &str = "_RPAAS_EXE_DIR";
 
 /// Replace this forked keeper by the small `rpaas-keeper` binary, which runs
 /// [`run`] with a fraction of the memory: a fork of the whole runtime keeps
@@ -41,9 +38,9 @@ pub fn exec_small(
 ) {
     let bin = match std::env::var_os(KEEPER_BIN_ENV) {
         Some(p) => std::path::PathBuf::from(p),
-        None => match std::env::var_os(EXE_DIR_ENV) {
-            Some(d) => std::path::PathBuf::from(d).join("rpaas-keeper"),
-            None => return,
+        None => match std::env::current_exe() {
+            Ok(exe) => exe.with_file_name("rpaas-keeper"),
+            Err(_) => return,
         },
     };
     let mut args = vec![

@@ -183,8 +183,9 @@ impl Plan {
         env
     }
 
-    /// no_new_privs, the seccomp filter (last), execve. Returns only on failure.
-    pub fn exec(&self, program: &Path, env: &[String]) -> Error {
+    /// no_new_privs, the seccomp filter (last), execve through `dmz` (see
+    /// security/dmz.rs). Returns only on failure.
+    pub fn exec(&self, program: &Path, env: &[String], dmz: &security::Dmz) -> Error {
         let prepared = (|| -> Result<(CString, Vec<CString>, Vec<CString>)> {
             let c = |s: &str, what: &str| {
                 CString::new(s).map_err(|_| Error::spec(what.to_string(), "contains a NUL byte"))
@@ -215,10 +216,7 @@ impl Plan {
                 }
             }
         }
-        match nix::unistd::execve(&prog, &args, &env) {
-            Err(e) => Error::sys(format!("execve {}", program.display()), e),
-            Ok(never) => match never {},
-        }
+        dmz.exec(&prog, &args, &env)
     }
 }
 

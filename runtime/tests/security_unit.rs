@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::process::Command;
 
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
@@ -665,149 +664,76 @@ fn sysctl_applies_inside_new_ipc_and_net_namespaces_only() {
     );
 }
 
-const SEALED_CHILD: &str = "RPAAS_TEST_SEALED_EXE_CHILD";
-const T0: &str = "RPAAS_TEST_T0_NS";
-const PREPARE_US: &str = "RPAAS_TEST_PREPARE_US";
-
-fn monotonic_ns() -> u128 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
-}
-
-fn median_us(mut f: impl FnMut()) -> u128 {
-    let mut us: Vec<u128> = (0..21)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            f();
-            t.elapsed().as_micros()
-        })
-        .collect();
-    us.sort_unstable();
-    us[us.len() / 2]
-}
-
-/// Not a test on its own: the body of the `runtime_runs_from_*` tests, run
-/// in a fresh process (so that its re-exec replaces nothing else).
-#[test]
-#[ignore]
-fn sealed_exe_child() {
-    let _serial = serial();
-    let Some(mode) = std::env::var_os(SEALED_CHILD) else {
-        return;
+/// Exec through the dmz in a forked child with stdout and stderr on the
+/// report pipe; returns what the program (or the dmz) printed.
+fn exec_via_dmz(program: &str, args: &[&str], env: &[&str]) -> Child {
+    let dmz = Dmz::new().unwrap();
+    let cs = |v: &[&str]| -> Vec<std::ffi::CString> {
+        v.iter()
+            .map(|a| std::ffi::CString::new(*a).unwrap())
+            .collect()
     };
-    let way = match mode.to_str() {
-        Some("memfd") => ExeProtection::SealedMemfd,
-        Some("romount") => ExeProtection::ReadOnlyMount,
-        other => panic!("unknown mode {other:?}"),
-    };
-    if std::env::var_os(T0).is_none() {
-        // First image: measure the preparation here, where it still works
-        // (from inside the detached mount even open_tree refuses: EINVAL).
-        let prepare_us = match way {
-            ExeProtection::SealedMemfd => median_us(|| drop(sealed_copy_of_self().unwrap())),
-            ExeProtection::ReadOnlyMount => median_us(|| drop(readonly_mount_of_self().unwrap())),
-        };
-        std::env::set_var(PREPARE_US, prepare_us.to_string());
-        std::env::set_var(T0, monotonic_ns().to_string());
-    }
-    ensure_protected_exe(&[way]).unwrap(); // re-execs once, then returns in the new image
-    let t0: u128 = std::env::var(T0).unwrap().parse().unwrap();
-    let reexec_us = (monotonic_ns() - t0) / 1000;
-    let exe_link = std::fs::read_link("/proc/self/exe").unwrap();
-    let protection = exe_protection().unwrap();
-    let marker_gone = std::env::var_os(rpaas_runtime::security::exe::SEALED_ENV).is_none();
-    // The CVE-2019-5736 write through /proc/self/exe while we run.
-    let open_w = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/self/exe")
-        .map_err(|e| e.raw_os_error());
-    println!(
-        "SEALED link={} protection={protection:?} marker_gone={marker_gone} open_w={open_w:?}",
-        exe_link.display()
-    );
-    if way == ExeProtection::SealedMemfd {
-        // After the runtime exits nobody executes the memfd any more: check
-        // the seals on a copy nobody executes, through /proc/self/fd/N.
-        let copy = sealed_copy_of_self().unwrap();
-        let path = format!("/proc/self/fd/{}", copy.as_raw_fd());
-        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        let write = std::io::Write::write(&mut f, b"rpaas").map_err(|e| e.raw_os_error());
-        let truncate = f.set_len(0).map_err(|e| e.raw_os_error());
-        println!("AFTER write={write:?} truncate={truncate:?}");
-    }
-    let size = std::fs::metadata("/proc/self/exe").unwrap().len();
-    if way == ExeProtection::ReadOnlyMount {
-        let again = readonly_mount_of_self().map(drop).map_err(|e| e.chain());
-        println!("CLONE_AGAIN {again:?}");
-    }
-    let prepare_us = std::env::var(PREPARE_US).unwrap();
-    let check_us = median_us(|| assert!(exe_protection().unwrap().is_some()));
-    println!(
-        "COST {way:?} of a {size}-byte binary: prepare median {prepare_us} us, \
-         re-exec incl. test harness start {reexec_us} us, already-protected check {check_us} us"
-    );
-}
-
-fn run_sealed_child(mode: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "sealed_exe_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SEALED_CHILD, mode)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    // libtest prints "test sealed_exe_child ... " before the test's own output.
-    assert!(
-        stdout.contains("SEALED "),
-        "no report in {stdout}\n{stderr}"
-    );
-    if let Some(cost) = stdout.lines().find(|l| l.starts_with("COST ")) {
-        eprintln!("{cost}");
-    }
-    stdout
+    let (prog, args, env) = (std::ffi::CString::new(program).unwrap(), cs(args), cs(env));
+    in_child(|w| {
+        unsafe {
+            libc::dup2(w, 1);
+            libc::dup2(w, 2);
+        }
+        format!("ERR {}", dmz.exec(&prog, &args, &env).chain())
+    })
 }
 
 #[test]
-fn runtime_runs_from_a_sealed_memfd() {
+fn dmz_runs_the_program_with_its_argv_and_env() {
     let _serial = serial();
-    let out = run_sealed_child("memfd");
-    assert!(out.contains("link=/memfd:rpaas-run"), "{out}");
-    assert!(out.contains("protection=Some(SealedMemfd)"), "{out}");
-    assert!(out.contains("marker_gone=true"), "{out}");
-    // ETXTBSY while it runs; EPERM from the seals once nobody executes it.
-    assert!(out.contains("open_w=Err(Some(26))"), "{out}");
-    assert!(
-        out.contains("AFTER write=Err(Some(1)) truncate=Err(Some(1))"),
-        "{out}"
+    let c = exec_via_dmz(
+        "/bin/sh",
+        &[
+            "custom-argv0",
+            "-c",
+            "echo \"$0 $1 $RPAAS_X\"; readlink /proc/$$/exe; head -c 12 /proc/$$/cmdline",
+            "zero",
+            "one",
+        ],
+        &["RPAAS_X=y", "PATH=/usr/bin:/bin"],
     );
+    assert!(
+        matches!(c.status, WaitStatus::Exited(_, 0)),
+        "{:?} {}",
+        c.status,
+        c.out
+    );
+    let mut lines = c.out.lines();
+    assert_eq!(lines.next(), Some("zero one y"), "{}", c.out);
+    // The dmz is gone once the program runs: the exe is the program's.
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    assert_eq!(lines.next(), sh.to_str(), "{}", c.out);
+    // argv[0] is the one asked for, not the program's path.
+    assert_eq!(lines.next(), Some("custom-argv0"), "{}", c.out);
 }
 
 #[test]
-fn runtime_runs_from_a_read_only_detached_mount() {
+fn dmz_reports_a_program_that_cannot_run() {
     let _serial = serial();
-    let before = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
-    let out = run_sealed_child("romount");
-    assert!(out.contains("protection=Some(ReadOnlyMount)"), "{out}");
-    assert!(out.contains("marker_gone=true"), "{out}");
-    // ETXTBSY (26) while it runs; the EROFS afterwards is the unit test
-    // readonly_clone_refuses_writes_that_the_original_allows.
-    assert!(out.contains("open_w=Err(Some(26))"), "{out}");
-    // Not even we can clone the mount we run from (nor can a container).
+    let c = exec_via_dmz("/rpaas-no-such/prog", &["prog"], &[]);
     assert!(
-        out.contains("CLONE_AGAIN Err(") && out.contains("EINVAL"),
-        "{out}"
+        matches!(c.status, WaitStatus::Exited(_, 127)),
+        "{:?} {}",
+        c.status,
+        c.out
     );
-    // The detached mount is in no mount table: nothing to clean up.
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let exe = std::env::current_exe().unwrap();
-    assert!(!mountinfo.contains(exe.to_str().unwrap()), "{mountinfo}");
-    let after = std::fs::metadata(exe).unwrap();
-    assert_eq!(before.len(), after.len());
+    assert_eq!(
+        c.out.trim(),
+        "rpaas-run: execve /rpaas-no-such/prog: errno 2",
+        "{}",
+        c.out
+    );
+    let c = exec_via_dmz("/etc/passwd", &["passwd"], &[]);
+    assert!(
+        matches!(c.status, WaitStatus::Exited(_, 126)),
+        "{:?} {}",
+        c.status,
+        c.out
+    );
+    assert!(c.out.contains("errno 13"), "{}", c.out);
 }

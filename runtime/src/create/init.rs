@@ -26,6 +26,8 @@ pub struct InitArgs<'a> {
     /// O_PATH fd of `<state dir>/exec.fifo`, reopened for writing after setup.
     pub fifo: &'a OwnedFd,
     pub console: Option<&'a UnixStream>,
+    /// The sealed program init execs in place of the container's (it execs that).
+    pub dmz: &'a security::Dmz,
     /// Ask the runtime to run createRuntime/prestart hooks before pivot_root.
     pub runtime_hooks: bool,
     /// The OCI state JSON given to hooks that init runs itself.
@@ -61,7 +63,7 @@ fn wait_for(sync: &Channel) -> Result<ParentMsg> {
 fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     // Drop every fd inherited from the runtime but the ones init uses: above
     // all the per-container lock, which `start` must be able to take.
-    let mut keep = vec![sync.raw(), a.fifo.as_raw_fd()];
+    let mut keep = vec![sync.raw(), a.fifo.as_raw_fd(), a.dmz.raw()];
     keep.extend(a.console.map(|c| c.as_raw_fd()));
     security::close_fds_from(3 + a.preserve_fds, &keep)?;
     // Die with the runtime until the state is committed to disk.
@@ -190,7 +192,7 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         spec_hooks.and_then(|h| h.start_container().as_ref()),
         &hook_state,
     )?;
-    Err(a.process.exec(&program, &env))
+    Err(a.process.exec(&program, &env, a.dmz))
 }
 
 /// The OCI state JSON with `pid` set to ours in the runtime's pid namespace

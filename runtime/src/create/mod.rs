@@ -170,6 +170,7 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         .map(crate::console::connect)
         .transpose()?;
     failpoint::crash("create::fifo-made");
+    let dmz = security::Dmz::new()?;
 
     let ctx = Spawn {
         opts,
@@ -180,6 +181,7 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         fifo: &fifo,
         console: console.as_ref(),
         cgroup: &cg,
+        dmz: &dmz,
     };
 
     if opts.keeper {
@@ -207,6 +209,8 @@ struct Spawn<'a> {
     fifo: &'a OwnedFd,
     console: Option<&'a UnixStream>,
     cgroup: &'a Cgroup,
+    /// What init execs last (CVE-2019-5736, security/dmz.rs).
+    dmz: &'a security::Dmz,
 }
 
 /// The init process, and the runtime's end of its sync channel.
@@ -244,6 +248,7 @@ impl Spawn<'_> {
                         preserve_fds: self.opts.preserve_fds,
                         fifo: self.fifo,
                         console: self.console,
+                        dmz: self.dmz,
                         runtime_hooks,
                         hook_state,
                     },

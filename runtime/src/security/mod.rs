@@ -5,9 +5,10 @@
 //! before clone (`parse_*`, `compile_seccomp`, `validate_sysctl`), and the
 //! child only performs a few cheap system calls (`apply_*`, `load_seccomp`).
 //!
-//! In the runtime binary: `ensure_sealed_exe` first thing in create/run/exec
-//! (CVE-2019-5736), and `check_raw_config` on the raw config.json before the
-//! typed parse (field-precise errors for unknown names).
+//! In the runtime: a [`Dmz`] made before clone/fork, whose sealed program is
+//! the last thing a container process execs before its own (CVE-2019-5736),
+//! and `check_raw_config` on the raw config.json before the typed parse
+//! (field-precise errors for unknown names).
 //!
 //! Suggested order in the init process (as runc does it):
 //! 1. `set_dumpable(false)` before joining namespaces,
@@ -17,10 +18,10 @@
 //! 5. `set_no_new_privileges` (if asked), then `load_seccomp` last; without
 //!    noNewPrivileges the filter must instead be loaded before step 4
 //!    (loading needs CAP_SYS_ADMIN then),
-//! 6. `cloexec_fds_from(3, preserved)` / `close_fds_from`, execve.
+//! 6. `cloexec_fds_from(3, preserved)` / `close_fds_from`, execve through the dmz.
 
 pub mod caps;
-pub mod exe;
+pub mod dmz;
 pub mod fds;
 pub mod raw;
 pub mod rlimits;
@@ -30,10 +31,7 @@ pub mod sysctl;
 pub use self::caps::{
     apply_capabilities, clear_keep_caps, keep_caps_across_setuid, parse_capabilities, CapSets,
 };
-pub use exe::{
-    ensure_protected_exe, ensure_sealed_exe, exe_protection, is_sealed_exe, readonly_mount_of_self,
-    sealed_copy_of_self, ExeProtection,
-};
+pub use dmz::Dmz;
 pub use fds::{
     cloexec_fds_from, close_fds_from, set_dumpable, set_no_new_privileges, set_oom_score_adj,
 };

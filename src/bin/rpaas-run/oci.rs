@@ -171,7 +171,6 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
     let root = g.root.as_path();
     match cmd {
         OciCommand::Create(a) => {
-            seal_exe()?;
             rpaas_runtime::create(&create_options(root, &a, false))?;
             Ok(0)
         }
@@ -261,23 +260,6 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
     }
 }
 
-/// CVE-2019-5736: processes we put into a container run from a sealed copy of us.
-fn seal_exe() -> anyhow::Result<()> {
-    // Remember where we were installed: the keeper binary lives beside us,
-    // and after the re-exec /proc/self/exe no longer names a path.
-    if std::env::var_os(rpaas_runtime::keeper::EXE_DIR_ENV).is_none() {
-        if let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-        {
-            // SAFETY (edition 2021: safe fn): single-threaded here, before any thread exists.
-            std::env::set_var(rpaas_runtime::keeper::EXE_DIR_ENV, dir);
-        }
-    }
-    rpaas_runtime::security::ensure_sealed_exe()?;
-    Ok(())
-}
-
 fn create_options(root: &Path, a: &CreateArgs, detach_logs: bool) -> CreateOptions {
     CreateOptions {
         root: root.to_path_buf(),
@@ -305,7 +287,6 @@ extern "C" fn forward(sig: libc::c_int) {
 }
 
 fn run_container(root: &Path, a: &CreateArgs, detach: bool) -> anyhow::Result<i32> {
-    seal_exe()?;
     let st = rpaas_runtime::create(&create_options(root, a, detach))?;
     let mut c = Container::load(root, &st.id)?;
     if let Err(e) = c.start() {
@@ -349,7 +330,6 @@ fn run_container(root: &Path, a: &CreateArgs, detach: bool) -> anyhow::Result<i3
 }
 
 fn exec(root: &Path, a: ExecArgs) -> anyhow::Result<i32> {
-    seal_exe()?;
     let c = Container::load(root, &a.id)?;
     let process = match &a.process {
         Some(p) => rpaas_runtime::spec::load_process(p)?,
