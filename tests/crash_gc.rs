@@ -474,14 +474,14 @@ fn states_from_another_boot_are_stopped_and_collected() {
     assert_nothing_left("stale states", &scope, &before, 50, || gc_ok(root.path()));
 }
 
-/// The cgroup dirs of container `id` in every hierarchy (default `/rpaas/<id>` path).
+/// The cgroup dirs of container `id` in every hierarchy (default `/rpaas-<id>` path).
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     std::fs::read_dir("/sys/fs/cgroup")
         .expect("read /sys/fs/cgroup")
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_dir() && !p.is_symlink())
-        .map(|h| h.join("rpaas").join(id))
+        .map(|h| h.join(format!("rpaas-{id}")))
         .filter(|d| d.is_dir())
         .collect()
 }
@@ -557,7 +557,7 @@ fn gc_collects_dead_orphan_cgroups_and_spares_live_ones() {
     let live_dirs = cgroup_dirs(&live);
     assert!(
         !dead_dirs.is_empty() && !live_dirs.is_empty(),
-        "no cgroup dirs under /sys/fs/cgroup/*/rpaas"
+        "no cgroup dirs /sys/fs/cgroup/*/rpaas-<id>"
     );
     let live_pid = state_json(root.path(), &live)["pid"].as_i64().expect("pid") as i32;
     let _guard_live = CgroupGuard(live_dirs.clone(), Some(live_pid));

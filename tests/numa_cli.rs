@@ -198,11 +198,11 @@ fn locality_reads_the_cgroup_named_in_the_state_file() {
     assert_eq!(node0["node"], 0);
     assert!(node0["percent"].as_f64().unwrap() >= 99.0, "{out}");
 
-    // No state file: the default /rpaas/<id>, named in the error.
+    // No state file: the default /rpaas-<id>, named in the error.
     let out = rpaas(root.path(), &["numa", "locality", "rpaas-numa-ghost"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("/rpaas/rpaas-numa-ghost/memory.numa_stat"),
+        err.contains("/rpaas-rpaas-numa-ghost/memory.numa_stat"),
         "{err}"
     );
 }

@@ -43,7 +43,7 @@ fn cgroup_dirs(id: &str) -> Vec<String> {
     std::fs::read_dir("/sys/fs/cgroup")
         .expect("cgroup root")
         .flatten()
-        .map(|e| e.path().join("rpaas").join(id))
+        .map(|e| e.path().join(format!("rpaas-{id}")))
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .collect()

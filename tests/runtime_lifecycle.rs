@@ -11,11 +11,11 @@ fn state(root: &Path, id: &str) -> Value {
     serde_json::from_str(&rpaas_ok(root, &["state", id])).expect("state json")
 }
 
-/// The container's cgroup directories: /sys/fs/cgroup/<hierarchy>/rpaas/<id> on
-/// v1, /sys/fs/cgroup/rpaas/<id> on v2.
+/// The container's cgroup directories: /sys/fs/cgroup/<hierarchy>/rpaas-<id> on
+/// v1, /sys/fs/cgroup/rpaas-<id> on v2.
 fn cgroup_dirs(id: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let v2 = Path::new("/sys/fs/cgroup/rpaas").join(id);
+    let v2 = Path::new("/sys/fs/cgroup").join(format!("rpaas-{id}"));
     if v2.exists() {
         found.push(v2.display().to_string());
     }
@@ -23,7 +23,7 @@ fn cgroup_dirs(id: &str) -> Vec<String> {
         .expect("cgroup root")
         .flatten()
     {
-        let p = entry.path().join("rpaas").join(id);
+        let p = entry.path().join(format!("rpaas-{id}"));
         if p.exists() {
             found.push(p.display().to_string());
         }

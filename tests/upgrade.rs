@@ -131,19 +131,44 @@ fn old_state_fixtures_are_managed_by_this_build() {
     let before = HostSnapshot::take(&scope);
     let b = bundle.path().to_str().unwrap();
 
+    // Earlier builds put every container's cgroup under a shared "/rpaas"
+    // parent; the bundles below ask for that path, as those builds chose it.
+    let legacy_bundle = |id: &str| {
+        let mut cfg = default_config(&["sleep", "1000"]);
+        cfg["linux"]["cgroupsPath"] = format!("/rpaas/{id}").into();
+        Bundle::new(&cfg)
+    };
+
     // Format 1 as the first runtime commit wrote it (keeper mode).
     let v1 = format!("{tag}v1");
-    rpaas_ok(root, &["run", "-d", "--keeper", "--bundle", b, &v1]);
+    let b1 = legacy_bundle(&v1);
+    let b1 = b1.path().to_str().unwrap();
+    rpaas_ok(root, &["run", "-d", "--keeper", "--bundle", b1, &v1]);
     install_fixture(root, &v1, &fixture("state-v1-662b7d8.json.tmpl"));
     manage_with_current_build(root, &v1, true);
 
     // Format 0: no version, no undo log; the cgroup is known only by cgroupPath.
     let v0 = format!("{tag}v0");
-    rpaas_ok(root, &["run", "-d", "--bundle", b, &v0]);
+    let b0 = legacy_bundle(&v0);
+    let b0 = b0.path().to_str().unwrap();
+    rpaas_ok(root, &["run", "-d", "--bundle", b0, &v0]);
     install_fixture(root, &v0, &fixture("state-v0.json.tmpl"));
     manage_with_current_build(root, &v0, false);
 
+    // And one of this build, beside them (default path, "/rpaas-<id>").
+    let cur = format!("{tag}cur");
+    rpaas_ok(root, &["run", "-d", "--bundle", b, &cur]);
+    manage_with_current_build(root, &cur, false);
+
     assert_nothing_left("old states", &scope, &before, 1, || {});
+    // The last legacy container took the shared parent with it.
+    let parents: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .expect("read /sys/fs/cgroup")
+        .flatten()
+        .map(|h| h.path().join("rpaas"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(parents.is_empty(), "legacy parent left: {parents:?}");
 }
 
 /// The rpaas-run of OLD_COMMIT: `RPAAS_OLD_RUN_BIN`, or built from `git archive`

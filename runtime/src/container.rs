@@ -423,7 +423,14 @@ impl Container {
                 Step::Cgroup { path } => {
                     let cg = Cgroup::new(&self.state.id, Some(path))?;
                     cg.destroy()?;
-                    crate::cgroups::remove_if_empty(crate::cgroups::DEFAULT_PREFIX);
+                    // An earlier build's container: its shared parent goes with the last one.
+                    let legacy = path
+                        .trim_start_matches('/')
+                        .strip_prefix(crate::cgroups::LEGACY_PARENT)
+                        .is_some_and(|rest| rest.starts_with('/'));
+                    if legacy {
+                        crate::cgroups::remove_if_empty(crate::cgroups::LEGACY_PARENT);
+                    }
                 }
                 Step::HostMount { path } => {
                     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);

@@ -3,7 +3,8 @@
 //! Removed: states of creates that died halfway (phase "creating", lock free),
 //! states from an earlier boot, states whose init is gone with no exit record
 //! (and, with `all`, every stopped container), state dirs without a state
-//! file, and cgroups under `/rpaas/` that no state names (orphans).
+//! file, and default-named cgroups (`/rpaas-<id>`, or `/rpaas/<id>` of earlier
+//! builds) that no state names (orphans).
 
 use std::path::Path;
 
@@ -67,8 +68,7 @@ pub fn gc(root: &Path, all_stopped: bool) -> Result<Report> {
             }
         }
     }
-    for path in cgroups::list_children(cgroups::DEFAULT_PREFIX).unwrap_or_default() {
-        let id = path.rsplit('/').next().unwrap_or_default().to_string();
+    for (id, path) in cgroups::list_default().unwrap_or_default() {
         if known.iter().any(|k| k == &path) || root.join(&id).exists() {
             continue;
         }
@@ -89,7 +89,7 @@ pub fn gc(root: &Path, all_stopped: bool) -> Result<Report> {
             Err(e) => report.errors.push(format!("cgroup {path}: {}", e.chain())),
         }
     }
-    cgroups::remove_if_empty(cgroups::DEFAULT_PREFIX);
+    cgroups::remove_if_empty(cgroups::LEGACY_PARENT);
     Ok(report)
 }
 

@@ -827,7 +827,7 @@ fn bad_values_name_the_field() {
 fn relative_absolute_and_default_paths() {
     let pid = std::process::id();
     let d = Cgroup::new("web-1", None).unwrap();
-    assert_eq!(d.path(), "/rpaas/web-1");
+    assert_eq!(d.path(), "/rpaas-web-1");
 
     let mut rel = TestCg::at("r", &format!("rpaas-test-{pid}-rel/a"));
     rel.also

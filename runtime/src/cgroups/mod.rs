@@ -39,14 +39,26 @@ pub use v2::{blkio_to_io_weight, shares_to_weight};
 
 use crate::{Error, Result};
 
-/// Parent of the containers' cgroups when the spec gives no `linux.cgroupsPath`.
-pub const DEFAULT_PREFIX: &str = "rpaas";
+/// Name prefix of a container's cgroup when the spec gives no `linux.cgroupsPath`: it is
+/// "/rpaas-<id>" at the root of every hierarchy (runc's default is "/<id>"). Flat on purpose: a
+/// shared parent cost a mkdir and an rmdir per hierarchy per container (11 of each on this
+/// host's v1 layout, and the parent mkdir follows a failed child mkdir), and made concurrent
+/// creates and deletes race over the parent.
+pub const DEFAULT_PREFIX: &str = "rpaas-";
+/// The shared parent of earlier builds ("/rpaas/<id>"): their containers keep their recorded
+/// paths, and `gc` and `delete` still clean up there.
+pub const LEGACY_PARENT: &str = "rpaas";
+
+/// The default cgroup path of container `id`: "/rpaas-<id>".
+pub fn default_path(id: &str) -> String {
+    format!("/{DEFAULT_PREFIX}{id}")
+}
 
 /// A container's cgroup: the same relative path in every hierarchy of the host's layout.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     id: String,
-    /// Normalised, absolute inside the hierarchy: "/rpaas/web-1".
+    /// Normalised, absolute inside the hierarchy: "/rpaas-web-1".
     path: String,
     layout: &'static Layout,
 }
@@ -54,14 +66,14 @@ pub struct Cgroup {
 impl Cgroup {
     /// `cgroups_path` is the spec's `linux.cgroupsPath`. Absolute ("/a/b") and relative ("a/b")
     /// paths are both taken under each hierarchy root (the brief's reading of runc; the
-    /// runtime-spec leaves relative paths to the runtime). `None` gives "/rpaas/<id>".
+    /// runtime-spec leaves relative paths to the runtime). `None` gives [`default_path`].
     pub fn new(id: &str, cgroups_path: Option<&str>) -> Result<Cgroup> {
         if id.is_empty() || id.contains('/') || id == "." || id == ".." {
             return Err(Error::spec("id", format!("{id:?} cannot name a cgroup")));
         }
         let path = match cgroups_path {
             Some(p) => normalize(p)?,
-            None => format!("/{DEFAULT_PREFIX}/{id}"),
+            None => default_path(id),
         };
         Ok(Cgroup {
             id: id.to_string(),
@@ -75,7 +87,7 @@ impl Cgroup {
         &self.id
     }
 
-    /// The cgroup path inside the hierarchy ("/rpaas/web-1").
+    /// The cgroup path inside the hierarchy ("/rpaas-web-1").
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -205,7 +217,7 @@ impl Cgroup {
 
     /// Removes the cgroup (and any child cgroups) from every hierarchy. Idempotent: Ok when it
     /// is already gone. Processes must be gone first (EBUSY is retried briefly, then reported).
-    /// The shared parent (e.g. "/rpaas") is left in place.
+    /// Parents (of a nested cgroupsPath) are left in place.
     pub fn destroy(&self) -> Result<()> {
         let mut first_err = None;
         // Try every hierarchy even if one fails, so a retry has less left to do.
@@ -224,7 +236,7 @@ impl Cgroup {
 }
 
 /// Every cgroup directly under `prefix` ("/rpaas" or "rpaas") in any hierarchy, as cgroup paths
-/// ("/rpaas/web-1") that can be given back to [`Cgroup::new`] as `cgroups_path`. For `gc`.
+/// ("/rpaas/web-1") that can be given back to [`Cgroup::new`] as `cgroups_path`.
 pub fn list_children(prefix: &str) -> Result<Vec<String>> {
     let prefix = normalize(prefix)?;
     let rel = prefix.trim_start_matches('/');
@@ -235,6 +247,30 @@ pub fn list_children(prefix: &str) -> Result<Vec<String>> {
                 out.push(format!("{prefix}/{name}"));
             }
         }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every cgroup that rpaas's default naming made, in any hierarchy, as (container id, cgroup
+/// path): "/rpaas-<id>" at the roots and, from earlier builds, "/rpaas/<id>". For `gc`.
+pub fn list_default() -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for root in layout()?.roots() {
+        for child in tree::children(root)? {
+            let name = child.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(id) = name
+                .strip_prefix(DEFAULT_PREFIX)
+                .filter(|id| !id.is_empty())
+            {
+                out.push((id.to_string(), format!("/{name}")));
+            }
+        }
+    }
+    for path in list_children(LEGACY_PARENT)? {
+        let id = path.rsplit('/').next().unwrap_or_default().to_string();
+        out.push((id, path));
     }
     out.sort();
     out.dedup();

@@ -12,14 +12,15 @@ use crate::{Error, Result};
 /// only the new ones (cpuset on v1, subtree_control on v2). The common case (parent exists) is a
 /// single mkdir syscall.
 pub(crate) fn mkdir_p(dir: &Path) -> Result<Vec<PathBuf>> {
-    // 8 was once not enough against the stress test's remover, which rmdirs
-    // the parents in a tight loop; a real delete removes a parent once.
+    // 8 was once not enough against a remover that rmdirs the parent in a
+    // tight loop; a real delete removes a parent once.
     mkdir_p_retry(dir, 64)
 }
 
-/// `retries`: a concurrent delete removes the shared parent ("/rpaas") with rmdir as soon as
-/// it is empty, which may fall between our mkdir of the parent and of the child; the child's
-/// mkdir then fails with ENOENT and the parent is simply made again.
+/// `retries`: whoever owns a shared parent (a nested cgroupsPath's, or the "/rpaas" parent of
+/// earlier builds' containers, which their last delete removes) may rmdir it as soon as it is
+/// empty, which may fall between our mkdir of the parent and of the child; the child's mkdir
+/// then fails with ENOENT and the parent is simply made again.
 fn mkdir_p_retry(dir: &Path, retries: u32) -> Result<Vec<PathBuf>> {
     match std::fs::create_dir(dir) {
         Ok(()) => return Ok(vec![dir.to_path_buf()]),

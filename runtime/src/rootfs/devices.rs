@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
-use pathrs::{InodeType, Root};
+use pathrs::Root;
+use std::os::fd::AsFd;
 
 use super::{fd_path, mounts, Plan};
 use crate::{Error, Result};
@@ -92,17 +93,19 @@ pub fn setup(root: &Root, plan: &Plan, dev_is_tmpfs: bool) -> Result<()> {
         create_node(root, plan, n)?;
     }
     if dev_is_tmpfs {
-        for (link, target) in [
-            ("/dev/fd", "/proc/self/fd"),
-            ("/dev/stdin", "/proc/self/fd/0"),
-            ("/dev/stdout", "/proc/self/fd/1"),
-            ("/dev/stderr", "/proc/self/fd/2"),
-            ("/dev/ptmx", "pts/ptmx"),
+        // symlinkat in /dev opened inside the root (as the nodes above): one
+        // syscall each, where pathrs' create re-verified /proc every time.
+        let dev = mounts::ensure_dir(root, Path::new("/dev"))?;
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+            ("ptmx", "pts/ptmx"),
         ] {
-            match root.create(link, &InodeType::Symlink(PathBuf::from(target))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::EEXIST)) => {}
-                Err(e) => return Err(Error::Other(format!("symlink {link} -> {target}: {e}"))),
+            match nix::unistd::symlinkat(target, dev.as_fd(), name) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(Error::sys(format!("symlink /dev/{name} -> {target}"), e)),
             }
         }
     }

@@ -231,7 +231,7 @@ fn release(state: &StateFile, sysfs: &Path, id: &str, as_json: bool) -> anyhow::
 }
 
 /// The container's cgroup: `cgroupPath` of `<root>/<id>/state.json` when the runtime
-/// recorded one, else rpaas's default `/rpaas/<id>`.
+/// recorded one, else rpaas's default `/rpaas-<id>`.
 fn cgroup_of(g: &Global, id: &str) -> anyhow::Result<PathBuf> {
     if id.is_empty() || id.contains('/') || id == "." || id == ".." {
         anyhow::bail!("container id {id:?}: must be a plain name");
@@ -248,7 +248,7 @@ fn cgroup_of(g: &Global, id: &str) -> anyhow::Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
     }
-    Ok(PathBuf::from(format!("/rpaas/{id}")))
+    Ok(PathBuf::from(rpaas_runtime::cgroups::default_path(id)))
 }
 
 fn show_locality(g: &Global, id: &str, cgroup_root: &Path, as_json: bool) -> anyhow::Result<i32> {
