@@ -1093,3 +1093,58 @@ fn pause_freezes_and_resume_thaws() {
     assert!(proc_status(pid, "State").starts_with('S'), "sleeping again");
     assert_eq!(c.state()["status"], "running");
 }
+
+/// A program that exists and is executable but cannot be exec'd (here: no
+/// `#!` line, not ELF; also a script whose interpreter is missing): `exec`
+/// fails with the path and the reason, foreground and detached alike, and
+/// `run` returns 126/127 with the reason on the container's stderr.
+#[test]
+fn exec_of_a_program_the_kernel_refuses_names_it_and_fails() {
+    let c = Ctr::new("noexec", &default_config(&["sleep", "1000"]));
+    let rootfs = c.bundle.rootfs();
+    for (name, text) in [
+        ("not-a-program", "just text\n"),
+        ("no-interp", "#!/rpaas-none/interp\n"),
+    ] {
+        std::fs::write(rootfs.join("bin").join(name), text).unwrap();
+        std::fs::set_permissions(
+            rootfs.join("bin").join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    c.start(&[]);
+    for (args, want) in [
+        (vec!["exec", &c.id, "/bin/not-a-program"], "ENOEXEC"),
+        (
+            vec!["exec", "--detach", &c.id, "/bin/not-a-program"],
+            "ENOEXEC",
+        ),
+        (vec!["exec", &c.id, "/bin/no-interp"], "ENOENT"),
+    ] {
+        let out = rpaas(c.root(), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {err}");
+        assert!(
+            err.contains(&c.id) && err.contains("execve /bin/") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing of the failed execs is left in the container.
+    let ps: Vec<i64> =
+        serde_json::from_str(&rpaas_ok(c.root(), &["ps", "--format", "json", &c.id])).unwrap();
+    assert_eq!(ps.len(), 1, "only init runs: {ps:?}");
+
+    let r = Ctr::new("noexec-run", &default_config(&["/bin/not-a-program"]));
+    std::fs::write(r.bundle.rootfs().join("bin/not-a-program"), "text\n").unwrap();
+    std::fs::set_permissions(
+        r.bundle.rootfs().join("bin/not-a-program"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let b = r.bundle_arg();
+    let out = rpaas(r.root(), &["run", "--bundle", &b, &r.id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(err.contains("execve /bin/not-a-program: ENOEXEC"), "{err}");
+}

@@ -198,7 +198,7 @@ fn child(
     let program = plan.resolve_program()?;
     let env = plan.full_env();
     security::cloexec_fds_from(3 + preserve_fds, &[sync.raw()])?;
-    Err(plan.exec(&program, &env, dmz))
+    Err(plan.exec(&program, &env, dmz, Some(sync.raw())))
 }
 
 fn same_file(a: &str, b: &str) -> bool {

@@ -184,8 +184,15 @@ impl Plan {
     }
 
     /// no_new_privs, the seccomp filter (last), execve through `dmz` (see
-    /// security/dmz.rs). Returns only on failure.
-    pub fn exec(&self, program: &Path, env: &[String], dmz: &security::Dmz) -> Error {
+    /// security/dmz.rs), which reports a failed execve of the program on
+    /// `report` if given. Returns only on failure.
+    pub fn exec(
+        &self,
+        program: &Path,
+        env: &[String],
+        dmz: &security::Dmz,
+        report: Option<i32>,
+    ) -> Error {
         let prepared = (|| -> Result<(CString, Vec<CString>, Vec<CString>)> {
             let c = |s: &str, what: &str| {
                 CString::new(s).map_err(|_| Error::spec(what.to_string(), "contains a NUL byte"))
@@ -216,7 +223,7 @@ impl Plan {
                 }
             }
         }
-        dmz.exec(&prog, &args, &env)
+        dmz.exec(&prog, &args, &env, report)
     }
 }
 

@@ -667,6 +667,16 @@ fn sysctl_applies_inside_new_ipc_and_net_namespaces_only() {
 /// Exec through the dmz in a forked child with stdout and stderr on the
 /// report pipe; returns what the program (or the dmz) printed.
 fn exec_via_dmz(program: &str, args: &[&str], env: &[&str]) -> Child {
+    exec_via_dmz_reporting(program, args, env, false).0
+}
+
+/// As [`exec_via_dmz`]; with `report`, also what arrived on a report socket.
+fn exec_via_dmz_reporting(
+    program: &str,
+    args: &[&str],
+    env: &[&str],
+    report: bool,
+) -> (Child, Vec<u8>) {
     let dmz = Dmz::new().unwrap();
     let cs = |v: &[&str]| -> Vec<std::ffi::CString> {
         v.iter()
@@ -674,13 +684,22 @@ fn exec_via_dmz(program: &str, args: &[&str], env: &[&str]) -> Child {
             .collect()
     };
     let (prog, args, env) = (std::ffi::CString::new(program).unwrap(), cs(args), cs(env));
-    in_child(|w| {
+    let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    let theirs_fd = theirs.as_raw_fd();
+    let child = in_child(|w| {
         unsafe {
             libc::dup2(w, 1);
             libc::dup2(w, 2);
         }
-        format!("ERR {}", dmz.exec(&prog, &args, &env).chain())
-    })
+        let report = report.then_some(theirs_fd);
+        format!("ERR {}", dmz.exec(&prog, &args, &env, report).chain())
+    });
+    drop(theirs);
+    ours.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = ours.recv(&mut buf).unwrap_or(0);
+    buf.truncate(n);
+    (child, buf)
 }
 
 #[test]
@@ -722,18 +741,47 @@ fn dmz_reports_a_program_that_cannot_run() {
         c.status,
         c.out
     );
-    assert_eq!(
-        c.out.trim(),
-        "rpaas-run: execve /rpaas-no-such/prog: errno 2",
+    assert!(
+        c.out
+            .trim()
+            .starts_with("rpaas-run: execve /rpaas-no-such/prog: ENOENT"),
         "{}",
         c.out
     );
-    let c = exec_via_dmz("/etc/passwd", &["passwd"], &[]);
+    let (c, report) = exec_via_dmz_reporting("/etc/passwd", &["passwd"], &[], true);
     assert!(
         matches!(c.status, WaitStatus::Exited(_, 126)),
         "{:?} {}",
         c.status,
         c.out
     );
-    assert!(c.out.contains("errno 13"), "{}", c.out);
+    assert!(c.out.contains("EACCES"), "{}", c.out);
+    // What `rpaas-run exec` reads on its sync socket.
+    let msg: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(
+        msg["Failed"].as_str().unwrap_or(""),
+        "execve /etc/passwd: EACCES (permission denied, or a noexec mount)",
+        "{msg}"
+    );
+}
+
+#[test]
+fn dmz_closes_the_report_socket_at_a_successful_exec() {
+    let _serial = serial();
+    let (c, report) = exec_via_dmz_reporting(
+        "/bin/sh",
+        &["sh", "-c", "ls -l /proc/$$/fd; true"],
+        &["PATH=/usr/bin:/bin"],
+        true,
+    );
+    assert!(
+        matches!(c.status, WaitStatus::Exited(_, 0)),
+        "{:?} {}",
+        c.status,
+        c.out
+    );
+    assert!(report.is_empty(), "{report:?}");
+    // The program holds no socket: the report fd closed at its execve.
+    assert!(c.out.contains("pipe:"), "{}", c.out);
+    assert!(!c.out.contains("socket:"), "{}", c.out);
 }

@@ -192,7 +192,8 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         spec_hooks.and_then(|h| h.start_container().as_ref()),
         &hook_state,
     )?;
-    Err(a.process.exec(&program, &env, a.dmz))
+    // Nobody listens on the sync socket after start: failures go to stderr.
+    Err(a.process.exec(&program, &env, a.dmz, None))
 }
 
 /// The OCI state JSON with `pid` set to ours in the runtime's pid namespace

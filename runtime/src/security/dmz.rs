@@ -9,7 +9,7 @@
 //!   (a container given CAP_SYS_PTRACE could ptrace that process anyway and
 //!   is outside this defence, as it is for every runtime).
 //! - Its last execve is not of the container's program but of **rpaas-dmz**
-//!   (runtime/dmz/main.rs), a libc-free program of a few hundred bytes of code,
+//!   (runtime/dmz/main.rs), a libc-free program of about a kilobyte of code,
 //!   from a **sealed memfd** made for this container: write, grow, shrink
 //!   and further seals are refused (EPERM). The dmz exec's the container's
 //!   program. A `#!/proc/self/exe` in the container therefore runs the
@@ -19,12 +19,12 @@
 //! itself at every create/run/exec (a read-only detached mount, or a memfd
 //! copy of an 8 MB binary): that was a second exec plus glibc start-up in
 //! the start path, most of rpaas-run's start latency over crun's
-//! (docs/DECISIONS.md). The dmz costs a memfd of 6 KB and an exec that maps
-//! two pages. PR_SET_MM_EXE_FILE would avoid even that but needs
+//! (docs/DECISIONS.md). The dmz costs a memfd of 8 KB and an exec that maps
+//! a few pages. PR_SET_MM_EXE_FILE would avoid even that but needs
 //! CAP_SYS_RESOURCE, which this host's bounding set lacks.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::{Error, Result};
 
@@ -69,10 +69,33 @@ impl Dmz {
     }
 
     /// Exec `program` with `args` (its argv, argv[0] included) and `env`
-    /// through the dmz. Returns only on failure. Failures of the program's
-    /// own execve are the dmz's to report (stderr, exit 127/126).
-    pub fn exec(&self, program: &CString, args: &[CString], env: &[CString]) -> Error {
-        let mut argv: Vec<&std::ffi::CStr> = Vec::with_capacity(args.len() + 1);
+    /// through the dmz. Returns only on failure. A failure of the program's
+    /// own execve is the dmz's to report: on stderr, exit 127/126, and as a
+    /// `ChildMsg::Failed` on `report` (the sync socket of `exec`, whose
+    /// runtime is still listening) when given.
+    pub fn exec(
+        &self,
+        program: &CString,
+        args: &[CString],
+        env: &[CString],
+        report: Option<RawFd>,
+    ) -> Error {
+        let report_arg = match report {
+            Some(fd) => {
+                // It must survive this execve; the dmz sets close-on-exec again.
+                // SAFETY: plain fcntl on an fd the caller keeps open.
+                if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+                    return Error::sys(
+                        "keep the sync socket for rpaas-dmz",
+                        nix::errno::Errno::last(),
+                    );
+                }
+                CString::new(fd.to_string()).unwrap_or_default()
+            }
+            None => c"-".to_owned(),
+        };
+        let mut argv: Vec<&std::ffi::CStr> = Vec::with_capacity(args.len() + 2);
+        argv.push(&report_arg);
         argv.push(program);
         argv.extend(args.iter().map(CString::as_c_str));
         let e = match nix::unistd::execveat(
