@@ -29,6 +29,7 @@
 use core::arch::{asm, global_asm};
 
 const SYS_WRITE: usize = 1;
+const SYS_CLOSE: usize = 3;
 const SYS_FCNTL: usize = 72;
 const SYS_EXECVE: usize = 59;
 const SYS_EXIT_GROUP: usize = 231;
@@ -59,9 +60,13 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
         put(2, b"rpaas-dmz: usage: rpaas-dmz REPORT-FD PROGRAM ARGV0 [ARGS...]\n");
         exit(126);
     }
-    let report = parse_fd(*argv);
+    let mut report = parse_fd(*argv);
     if let Some(fd) = report {
-        syscall3(SYS_FCNTL, fd, F_SETFD, FD_CLOEXEC);
+        // Refused (a seccomp profile?): close it rather than leak it.
+        if syscall3(SYS_FCNTL, fd, F_SETFD, FD_CLOEXEC) != 0 {
+            syscall3(SYS_CLOSE, fd, 0, 0);
+            report = None;
+        }
     }
     let program = *argv.add(1);
     let rc = syscall3(SYS_EXECVE, program as usize, argv.add(2) as usize, envp as usize);
