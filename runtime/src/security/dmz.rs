@@ -14,6 +14,11 @@
 //!   and further seals are refused (EPERM). The dmz exec's the container's
 //!   program. A `#!/proc/self/exe` in the container therefore runs the
 //!   sealed dmz again, never the runtime, and the dmz is harmless to run.
+//! - Runtime processes that stay outside (a foreground `run` waiting, the
+//!   keeper) are visible only to a container sharing the host's pid
+//!   namespace, and their /proc/<pid>/exe then still needs CAP_SYS_PTRACE:
+//!   the kernel refuses it to a less privileged process (commoncap's
+//!   ptrace-access check), as for runc's and crun's own processes.
 //!
 //! This replaces re-executing the whole runtime from a protected copy of
 //! itself at every create/run/exec (a read-only detached mount, or a memfd
