@@ -207,3 +207,50 @@ fn detached_keeper_logs_output_as_json_lines() {
     assert!(lines.iter().all(|l| l["time"].as_str().is_some()));
     rpaas_ok(root.path(), &["delete", &id]);
 }
+
+/// Field 41 of /proc/<pid>/stat: the scheduling policy (0 = SCHED_OTHER,
+/// 5 = SCHED_IDLE).
+fn sched_policy(pid: i64) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    after_comm.split(' ').nth(38)?.parse().ok()
+}
+
+/// The keeper idles (SCHED_IDLE) only through its own start-up: once it
+/// waits for init it is back to the normal policy, so an exit record never
+/// waits for spare CPU; init never idles.
+#[test]
+fn keeper_and_init_run_with_the_normal_policy() {
+    let root = state_root();
+    let id = unique_id("k-sched");
+    let b = Bundle::new(&default_config(&["sleep", "1000"]));
+    rpaas_ok(
+        root.path(),
+        &[
+            "run",
+            "-d",
+            "--keeper",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            &id,
+        ],
+    );
+    let s = state(root.path(), &id);
+    let (keeper, init) = (s["keeperPid"].as_i64().unwrap(), s["pid"].as_i64().unwrap());
+    assert_eq!(sched_policy(init), Some(0), "init's policy");
+    let mut policy = sched_policy(keeper);
+    for _ in 0..500 {
+        let exe = std::fs::read_link(format!("/proc/{keeper}/exe")).unwrap_or_default();
+        if exe.ends_with("rpaas-keeper") && policy == Some(0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        policy = sched_policy(keeper);
+    }
+    assert_eq!(
+        policy,
+        Some(0),
+        "the keeper's policy once it waits for init"
+    );
+    rpaas_ok(root.path(), &["delete", "--force", &id]);
+}

@@ -464,6 +464,7 @@ fn keeper_child(
         .map(|(a, b)| vec![a.as_raw_fd(), b.as_raw_fd()])
         .unwrap_or_default();
     let _ = security::close_fds_from(3, &keep);
+    keeper::idle_until_running();
     keeper::exec_small(
         dir,
         init_pid,
