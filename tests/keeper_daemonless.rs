@@ -26,6 +26,12 @@ fn wait_stopped(root: &Path, id: &str) -> Value {
     panic!("{id} did not stop: {}", state(root, id));
 }
 
+/// `run --detach --keeper` of `bundle` as `id` (the mode the agent uses).
+fn run_detached_with_keeper(root: &Path, bundle: &Bundle, id: &str) {
+    let b = bundle.path().to_str().expect("bundle path");
+    rpaas_ok(root, &["run", "--detach", "--keeper", "--bundle", b, id]);
+}
+
 /// A stand-in for the host agent: a shell that runs `rpaas-run run -d --keeper`
 /// for each bundle and then waits forever, so the test can SIGKILL it.
 fn spawn_agent(root: &Path, jobs: &[(&str, &Path)]) -> std::process::Child {
@@ -148,17 +154,7 @@ fn oom_kill_is_recorded() {
     cfg["linux"]["resources"]["memory"] =
         serde_json::json!({"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024});
     let b = Bundle::new(&cfg);
-    rpaas_ok(
-        root.path(),
-        &[
-            "run",
-            "--detach",
-            "--keeper",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            &id,
-        ],
-    );
+    run_detached_with_keeper(root.path(), &b, &id);
     let s = wait_stopped(root.path(), &id);
     assert_eq!(s["oomKilled"], true, "{s}");
     assert_eq!(s["exitCode"].as_i64(), Some(137), "{s}");
@@ -174,17 +170,7 @@ fn detached_keeper_logs_output_as_json_lines() {
         "-c",
         "echo to-stdout; echo to-stderr >&2",
     ]));
-    rpaas_ok(
-        root.path(),
-        &[
-            "run",
-            "--detach",
-            "--keeper",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            &id,
-        ],
-    );
+    run_detached_with_keeper(root.path(), &b, &id);
     let s = wait_stopped(root.path(), &id);
     assert_eq!(s["exitCode"], 0);
     let log = std::fs::read_to_string(root.path().join(&id).join("log")).expect("log file");
@@ -224,17 +210,7 @@ fn keeper_and_init_run_with_the_normal_policy() {
     let root = state_root();
     let id = unique_id("k-sched");
     let b = Bundle::new(&default_config(&["sleep", "1000"]));
-    rpaas_ok(
-        root.path(),
-        &[
-            "run",
-            "-d",
-            "--keeper",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            &id,
-        ],
-    );
+    run_detached_with_keeper(root.path(), &b, &id);
     let s = state(root.path(), &id);
     let (keeper, init) = (s["keeperPid"].as_i64().unwrap(), s["pid"].as_i64().unwrap());
     assert_eq!(sched_policy(init), Some(0), "init's policy");

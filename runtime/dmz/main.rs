@@ -21,7 +21,7 @@
 //! from a protected copy at every start (a second exec and glibc start-up).
 //!
 //! It has no libc (and so no glibc start-up: no cpuid probing, no
-//! relocations): a few hundred bytes of code that the kernel maps and runs.
+//! relocations): under 8 KB, its messages included, that the kernel maps and runs.
 //! Built by runtime/build.rs with the same rustc, no_std, x86_64 only.
 #![no_std]
 #![no_main]

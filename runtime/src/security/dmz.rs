@@ -9,7 +9,7 @@
 //!   (a container given CAP_SYS_PTRACE could ptrace that process anyway and
 //!   is outside this defence, as it is for every runtime).
 //! - Its last execve is not of the container's program but of **rpaas-dmz**
-//!   (runtime/dmz/main.rs), a libc-free program of about a kilobyte of code,
+//!   (runtime/dmz/main.rs), a libc-free program of under 8 KB,
 //!   from a **sealed memfd** made for this container: write, grow, shrink
 //!   and further seals are refused (EPERM). The dmz exec's the container's
 //!   program. A `#!/proc/self/exe` in the container therefore runs the
