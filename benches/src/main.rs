@@ -273,7 +273,13 @@ fn main() -> anyhow::Result<()> {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); rts.len()];
         let warm_n = if c == 2 { 1 } else { warm };
         for i in 0..warm_n + n {
-            for (k, rt) in rts.iter().enumerate() {
+            // Rotated, so that each runtime follows each of the others (and
+            // itself) equally often: a step leaves kernel work behind (netns
+            // teardown, cgroup release, RCU callbacks) that runs in kworkers
+            // during the next step and slows it, and runc leaves the most.
+            for j in 0..rts.len() {
+                let k = (i + j) % rts.len();
+                let rt = &rts[k];
                 let id = format!("rpaas-bench-{}-{c}-{i}", rt.name);
                 let s = match c {
                     0 => case_run(rt, &b_true, &id),
