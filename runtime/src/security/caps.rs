@@ -30,7 +30,10 @@ pub struct CapSets {
 /// An effective capability that is not permitted is an error here: the kernel
 /// would refuse it at capset time, much later and with a far worse message.
 pub fn parse_capabilities(c: &LinuxCapabilities) -> Result<CapSets> {
-    let kernel = ::caps::runtime::thread_all_supported();
+    // cap_last_cap is one read; the prctl probe is one system call per
+    // capability (41), and is kept for a host without /proc.
+    let kernel = ::caps::runtime::procfs_all_supported(None)
+        .unwrap_or_else(|_| ::caps::runtime::thread_all_supported());
     let sets = CapSets {
         bounding: resolve("bounding", c.bounding().as_ref(), &kernel)?,
         effective: resolve("effective", c.effective().as_ref(), &kernel)?,
@@ -106,14 +109,17 @@ pub fn apply_capabilities(sets: &CapSets) -> Result<()> {
     // Setuid cleared the effective set; CAP_SETPCAP must be effective to drop bounding caps.
     set(CapSet::Effective, &old_p)?;
 
-    for cap in sorted(&read(CapSet::Bounding)?) {
+    let old_bset = read(CapSet::Bounding)?;
+    for cap in sorted(&old_bset) {
         if !sets.bounding.contains(&cap) {
             ::caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
                 Error::security(format!("process.capabilities.bounding: drop {cap}"), e)
             })?;
         }
     }
-    let bset = read(CapSet::Bounding)?;
+    // What is left, without reading it back (41 more prctl calls): every
+    // drop above succeeded, and the bounding set can only shrink.
+    let bset: CapsHashSet = old_bset.intersection(&sets.bounding).copied().collect();
 
     let permitted = reachable("permitted", &sets.permitted, &old_p);
     // capset(2): new inheritable ⊆ old inheritable ∪ bounding, and without
