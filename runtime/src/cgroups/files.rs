@@ -28,6 +28,32 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str, field: &str) -> Result<
     })
 }
 
+/// Like [`write`] for a file that takes one value per write(2), such as v1
+/// `devices.allow`: the file is opened once, kept in `open`, and each value
+/// is its own write. Saves an open and a close per value.
+pub(crate) fn write_each(
+    dir: &Path,
+    file: &str,
+    open: &mut Option<std::fs::File>,
+    value: &str,
+    field: &str,
+) -> Result<()> {
+    let res = match open {
+        Some(f) => Ok(f),
+        None => std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(file))
+            .map(|f| open.insert(f)),
+    }
+    .and_then(|f| f.write_all(value.as_bytes()));
+    res.map_err(|source| Error::CgroupFile {
+        field: field.to_string(),
+        op: format!("write {value:?} to"),
+        file: dir.join(file),
+        source,
+    })
+}
+
 /// Reads `dir/file` as a string (trailing newline kept; callers trim).
 pub(crate) fn read(dir: &Path, file: &str, field: &str) -> Result<String> {
     let path = dir.join(file);

@@ -95,15 +95,17 @@ pub(super) fn apply(layout: &Layout, rel: &str, res: &LinuxResources) -> Result<
     if let Some(rules) = res.devices() {
         if !rules.is_empty() {
             let d = dir(layout, rel, "devices", &format!("{F}.devices"))?;
+            // [devices.allow, devices.deny], each opened once for all rules.
+            let mut open: [Option<std::fs::File>; 2] = [None, None];
             for (i, r) in rules.iter().enumerate() {
                 let field = format!("{F}.devices[{i}]");
                 let line = devices::v1_rule(r, &field)?;
-                let file = if r.allow() {
-                    "devices.allow"
+                let (k, file) = if r.allow() {
+                    (0, "devices.allow")
                 } else {
-                    "devices.deny"
+                    (1, "devices.deny")
                 };
-                files::write(&d, file, &line, &field)?;
+                files::write_each(&d, file, &mut open[k], &line, &field)?;
             }
         }
     }
