@@ -83,10 +83,14 @@ pub fn idle_until_running() {
 }
 
 fn set_policy(policy: libc::c_int) {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler on ourselves with a valid param; failure
+    // SAFETY: all-zero is a valid sched_param (priority 0, which the
+    // normal and idle policies require).
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
+    // The system call, not libc's wrapper: musl's sched_setscheduler always
+    // fails with ENOSYS (POSIX has it per process, Linux per thread).
+    // SAFETY: sched_setscheduler on this thread with a valid param; failure
     // only leaves the policy as it was, which is harmless.
-    let _ = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    let _ = unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, policy, &param) };
 }
 
 /// Runs until init exits; returns the keeper's own exit code.

@@ -16,7 +16,7 @@ pub(crate) mod sync;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -158,12 +158,15 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         std::os::unix::fs::PermissionsExt::from_mode(0o622),
     )
     .map_err(|e| Error::io("chmod", dir.fifo(), e))?;
-    let fifo: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(dir.fifo())
-        .map_err(|e| Error::io("open", dir.fifo(), e))?
-        .into();
+    // nix's open, not std's: std masks custom_flags with O_ACCMODE, and
+    // musl's O_ACCMODE includes O_PATH, so std would open the fifo for
+    // reading there and block until a writer came.
+    let fifo: OwnedFd = nix::fcntl::open(
+        &dir.fifo(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys(format!("open {}", dir.fifo().display()), e))?;
     let console = opts
         .console_socket
         .as_deref()

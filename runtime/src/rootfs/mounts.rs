@@ -126,13 +126,16 @@ pub fn remount_bind(path: &str, flags: MsFlags) -> nix::Result<()> {
     let current = nix::sys::statvfs::statvfs(path)?.flags();
     let mut keep = MsFlags::empty();
     use nix::sys::statvfs::FsFlags;
+    // statfs(2)'s ST_RELATIME (4096, as the kernel reports it): nix names it
+    // for glibc targets only, and the runtime must build for musl too.
+    const ST_RELATIME: FsFlags = FsFlags::from_bits_retain(4096);
     for (fs, ms) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
         (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
     ] {
         if current.contains(fs) {
             keep |= ms;
