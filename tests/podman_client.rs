@@ -60,7 +60,14 @@ impl Podman {
             run,
             runtime: runtime.to_path_buf(),
         };
+        // A podman whose tmpdir is new takes it for a fresh boot and makes its
+        // lock file, /dev/shm/libpod_lock, again; two doing that at once fail
+        // with "failed to create 2048 locks in /libpod_lock: file exists". The
+        // first command of each installation (this import) runs alone.
+        static FIRST_COMMAND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let one_at_a_time = FIRST_COMMAND.lock().unwrap_or_else(|e| e.into_inner());
         p.import_busybox();
+        drop(one_at_a_time);
         p
     }
 
