@@ -1,7 +1,8 @@
 //! Start latency of rpaas-run against crun and runc (issues 2 and 3).
 //!
 //! On one busybox-static bundle built here, interleaved (rpaas-run, crun,
-//! runc, rpaas-run, …) after a warm-up, medians of wall time and CPU time
+//! runc, rpaas-run, …) after a warm-up, each step after a pause (see
+//! [`settle`]), medians of wall time and CPU time
 //! (user+sys of every process a step started, from the children rusage of
 //! this process, which is the subreaper of all of them), and the ratios:
 //!  (a) `run` of /bin/true;
@@ -15,7 +16,8 @@
 //!
 //! Run as root: `make bench` (or `make build && cargo run --release -p rpaas-benches`).
 //! Env: RPAAS_RUN (the binary; default target/dist/rpaas-run of `make build`),
-//! RPAAS_BENCH_ITERS (default 21), RPAAS_BENCH_WARMUP (3), RPAAS_BENCH_BATCHES (5).
+//! RPAAS_BENCH_ITERS (default 21), RPAAS_BENCH_WARMUP (3), RPAAS_BENCH_BATCHES (5),
+//! RPAAS_BENCH_SETTLE_MS (50).
 
 mod runtime_support;
 
@@ -35,8 +37,20 @@ struct Sample {
     cpu: Duration,
 }
 
+/// Let the previous step's deferred kernel work finish before the next step
+/// is measured. A step leaves work to kworkers (network namespace teardown,
+/// cgroup release, RCU callbacks) that runs during the next tens of ms and
+/// slows whatever runs then; runc leaves the most, and in a fixed
+/// interleaved order the same runtime always came right after it.
+/// RPAAS_BENCH_SETTLE_MS (default 50; 0 turns it off).
+fn settle() {
+    let ms = env_usize("RPAAS_BENCH_SETTLE_MS", 50) as u64;
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
 /// Time `step`, then reap what it left exiting so its CPU is counted.
 fn measure(step: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Sample> {
+    settle();
     reap_all(Duration::ZERO);
     let cpu0 = children_cpu();
     let t = Instant::now();
@@ -273,13 +287,7 @@ fn main() -> anyhow::Result<()> {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); rts.len()];
         let warm_n = if c == 2 { 1 } else { warm };
         for i in 0..warm_n + n {
-            // Rotated, so that each runtime follows each of the others (and
-            // itself) equally often: a step leaves kernel work behind (netns
-            // teardown, cgroup release, RCU callbacks) that runs in kworkers
-            // during the next step and slows it, and runc leaves the most.
-            for j in 0..rts.len() {
-                let k = (i + j) % rts.len();
-                let rt = &rts[k];
+            for (k, rt) in rts.iter().enumerate() {
                 let id = format!("rpaas-bench-{}-{c}-{i}", rt.name);
                 let s = match c {
                     0 => case_run(rt, &b_true, &id),
