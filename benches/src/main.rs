@@ -1,8 +1,7 @@
 //! Start latency of rpaas-run against crun and runc (issues 2 and 3).
 //!
-//! On one busybox-static bundle built here, interleaved (rpaas-run, crun,
-//! runc, rpaas-run, …) after a warm-up, each step after a pause (see
-//! [`settle`]), medians of wall time and CPU time
+//! On one busybox-static bundle built here, interleaved in the order of
+//! [`balanced_order`] after a warm-up, medians of wall time and CPU time
 //! (user+sys of every process a step started, from the children rusage of
 //! this process, which is the subreaper of all of them), and the ratios:
 //!  (a) `run` of /bin/true;
@@ -16,8 +15,7 @@
 //!
 //! Run as root: `make bench` (or `make build && cargo run --release -p rpaas-benches`).
 //! Env: RPAAS_RUN (the binary; default target/dist/rpaas-run of `make build`),
-//! RPAAS_BENCH_ITERS (default 21), RPAAS_BENCH_WARMUP (3), RPAAS_BENCH_BATCHES (5),
-//! RPAAS_BENCH_SETTLE_MS (50).
+//! RPAAS_BENCH_ITERS (default 21), RPAAS_BENCH_WARMUP (3), RPAAS_BENCH_BATCHES (5).
 
 mod runtime_support;
 
@@ -37,20 +35,29 @@ struct Sample {
     cpu: Duration,
 }
 
-/// Let the previous step's deferred kernel work finish before the next step
-/// is measured. A step leaves work to kworkers (network namespace teardown,
-/// cgroup release, RCU callbacks) that runs during the next tens of ms and
-/// slows whatever runs then; runc leaves the most, and in a fixed
-/// interleaved order the same runtime always came right after it.
-/// RPAAS_BENCH_SETTLE_MS (default 50; 0 turns it off).
-fn settle() {
-    let ms = env_usize("RPAAS_BENCH_SETTLE_MS", 50) as u64;
-    std::thread::sleep(Duration::from_millis(ms));
+/// The order of the measured steps over `n` runtimes: a de Bruijn sequence of
+/// order 2 (taken as a cycle, every ordered pair of runtimes is in it once), so
+/// each runtime's step follows each runtime's step, its own included, equally
+/// often. A step leaves kernel work to kworkers (network namespace teardown,
+/// cgroup release, RCU callbacks) that runs during the next step and slows it,
+/// and runc leaves the most: in a plain round (rpaas-run, crun, runc, …)
+/// rpaas-run always came right after runc, and a rotated round keeps that
+/// (it is the same cycle). A pause before each step instead measured cold
+/// starts: every runtime's wall time doubled.
+/// For 3 runtimes: 0 0 1 0 2 1 1 2 2.
+fn balanced_order(n: usize) -> Vec<usize> {
+    let mut order = Vec::with_capacity(n * n);
+    for a in 0..n {
+        order.push(a);
+        for b in a + 1..n {
+            order.extend([a, b]);
+        }
+    }
+    order
 }
 
 /// Time `step`, then reap what it left exiting so its CPU is counted.
 fn measure(step: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Sample> {
-    settle();
     reap_all(Duration::ZERO);
     let cpu0 = children_cpu();
     let t = Instant::now();
@@ -286,8 +293,14 @@ fn main() -> anyhow::Result<()> {
     for (c, (case, n)) in cases.iter().enumerate() {
         let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); rts.len()];
         let warm_n = if c == 2 { 1 } else { warm };
-        for i in 0..warm_n + n {
-            for (k, rt) in rts.iter().enumerate() {
+        let order = balanced_order(rts.len());
+        let mut seen = vec![0usize; rts.len()];
+        // Each runtime comes rts.len() times in one pass over the order.
+        for _ in 0..(warm_n + n).div_ceil(rts.len()) {
+            for &k in &order {
+                let rt = &rts[k];
+                let i = seen[k];
+                seen[k] += 1;
                 let id = format!("rpaas-bench-{}-{c}-{i}", rt.name);
                 let s = match c {
                     0 => case_run(rt, &b_true, &id),
@@ -343,4 +356,23 @@ fn main() -> anyhow::Result<()> {
             .status();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balanced_order;
+
+    #[test]
+    fn every_runtime_follows_every_runtime_once_per_cycle() {
+        for n in 1..=4 {
+            let order = balanced_order(n);
+            assert_eq!(order.len(), n * n);
+            let mut pairs: Vec<(usize, usize)> = (0..order.len())
+                .map(|i| (order[i], order[(i + 1) % order.len()]))
+                .collect();
+            pairs.sort();
+            pairs.dedup();
+            assert_eq!(pairs.len(), n * n, "n={n}: {order:?}");
+        }
+    }
 }
