@@ -14,6 +14,9 @@ mod tools;
 
 pub use cli::Global;
 
+/// The global flags go before the verb, as with runc (see [`Global`]).
+pub const FLAGS_AFTER_VERB: bool = false;
+
 use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +36,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum Command {
     #[command(flatten)]
     Oci(oci::OciCommand),

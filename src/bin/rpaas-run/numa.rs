@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::Global;
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum NumaCommand {
     /// Show the nodes (cpus, memory, distances, cores) and what is placed on them.
     Show {

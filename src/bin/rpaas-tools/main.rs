@@ -9,6 +9,9 @@ mod net;
 
 pub use cli::Global;
 
+/// The global flags are taken after the verb too (`image pull --image-root …`).
+pub const FLAGS_AFTER_VERB: bool = true;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]

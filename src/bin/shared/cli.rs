@@ -11,40 +11,46 @@ use std::io::Write;
 use std::path::PathBuf;
 
 /// Global flags, in runc's dialect, plus the image-store settings.
+///
+/// Each binary says in `FLAGS_AFTER_VERB` whether they are also taken after
+/// the verb (clap's `global`): rpaas-tools takes `image pull --image-root …`;
+/// rpaas-run takes them before the verb only, as runc does, because clap
+/// copies every global flag into every subcommand at each start-up (most of
+/// rpaas-run's heap allocations on every create, start and delete).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
     /// Directory for container state (tmpfs recommended).
-    #[arg(long, global = true, default_value = "/run/rpaas")]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB, default_value = "/run/rpaas")]
     pub root: PathBuf,
     /// Log file (runc's --log); errors are also written there.
-    #[arg(long, global = true)]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB)]
     pub log: Option<PathBuf>,
     /// Format of the log file: text or json.
-    #[arg(long, global = true, default_value = "text")]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB, default_value = "text")]
     pub log_format: String,
     /// Use systemd for cgroups (not supported: rpaas writes cgroupfs directly).
-    #[arg(long, global = true)]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB)]
     pub systemd_cgroup: bool,
     /// Verbose logging to stderr.
-    #[arg(long, global = true)]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB)]
     pub debug: bool,
     /// Accepted for runc compatibility; rootless mode is not supported.
-    #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB, hide = true, num_args = 0..=1, default_missing_value = "true")]
     pub rootless: Option<String>,
     /// Image store directory (blobs, refs, snapshots).
-    #[arg(long, global = true, default_value = "/var/lib/rpaas")]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB, default_value = "/var/lib/rpaas")]
     pub image_root: PathBuf,
     /// Snapshotter: overlay or devmapper.
-    #[arg(long, global = true, default_value = "overlay")]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB, default_value = "overlay")]
     pub snapshotter: String,
     /// devmapper: an existing thin pool (e.g. LVM's).
-    #[arg(long, global = true)]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB)]
     pub dm_pool: Option<String>,
     /// devmapper: directory holding a loop-file-backed pool (created on first use).
-    #[arg(long, global = true)]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB)]
     pub dm_loopback: Option<PathBuf>,
     /// devmapper: size of a loop-backed pool's data file, e.g. 20G.
-    #[arg(long, global = true)]
+    #[arg(long, global = crate::FLAGS_AFTER_VERB)]
     pub dm_size: Option<String>,
 }
 
