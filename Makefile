@@ -13,8 +13,12 @@ deps:
 # (glibc and libseccomp linked in, as runc's release builds are): they are
 # exec'd at every container start, and dynamic loading was a large part of
 # their start-up (docs/DECISIONS.md). rpaas-tools stays dynamic (OpenSSL).
+# Their relative relocations are packed (DT_RELR: binutils >= 2.38, glibc >= 2.36,
+# both in Debian 12): 5 KB instead of 405 KB of .rela.dyn to read and apply at
+# every start.
 TRIPLE := x86_64-unknown-linux-gnu
-STATIC := RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
+STATIC := RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" \
+	LIBSECCOMP_LINK_TYPE=static \
 	LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu
 DIST := target/dist
 
