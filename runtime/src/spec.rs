@@ -13,9 +13,8 @@ use crate::{Error, Result};
 
 /// Parse JSON bytes into `T`, reporting the failing field as a JSON path.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    // The plain parse first: it is the common case, and tracking the path of
-    // every field cost a fifth of rpaas-run's own CPU time on `run`. Only a
-    // failed parse is done again, to name the field.
+    // The plain parse first, as in parse_checked: tracking the path of every
+    // field is only needed to name the one that failed.
     if let Ok(v) = serde_json::from_slice(bytes) {
         return Ok(v);
     }
@@ -34,34 +33,38 @@ pub fn load(bundle: &Path) -> Result<Spec> {
     parse_config(&bytes)
 }
 
-/// Parse config.json: names (capabilities, rlimits, seccomp actions) are
-/// checked on the raw JSON first, because oci-spec's own errors for unknown
-/// names do not say which entry is wrong.
-///
-/// A config.json that parses as a [`Spec`] needs no raw check: every name in
-/// it is one oci-spec knows, and capabilities unknown to the caps crate are
-/// still refused with their set by `security::caps`. So the raw value is only
-/// built, and the checks run, for a config that fails to parse, where they
-/// make the error name the entry.
+/// Parse config.json. See [`parse_checked`].
 pub fn parse_config(bytes: &[u8]) -> Result<Spec> {
-    if let Ok(spec) = serde_json::from_slice(bytes) {
-        return Ok(spec);
-    }
-    let raw: serde_json::Value = parse_json(bytes, "config.json")?;
-    crate::security::check_raw_config(&raw)?;
-    from_value(raw, "config.json")
+    parse_checked(bytes, "config.json", crate::security::check_raw_config)
 }
 
-/// Read a process.json for `exec --process`.
+/// Read a process.json for `exec --process`. See [`parse_checked`].
 pub fn load_process(path: &Path) -> Result<Process> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    // As in parse_config: the raw checks only explain a failed parse.
-    if let Ok(process) = serde_json::from_slice(&bytes) {
-        return Ok(process);
+    parse_checked(&bytes, "process", crate::security::check_raw_process)
+}
+
+/// The typed parse of `bytes`; if it fails, the error names the entry.
+///
+/// oci-spec's own errors for an unknown capability, rlimit type or seccomp
+/// name say neither which list nor which index, so a failed parse is done
+/// again on the raw JSON: `check` names the entry, then serde_path_to_error
+/// names the field. A text that parses needs no raw check: every name in it
+/// is one oci-spec knows (the checks test the same enums), and a capability
+/// the caps crate lacks is still refused, with its set, by `security::caps`.
+/// Building the raw value for every config was a fifth of rpaas-run's own CPU
+/// on `run`.
+fn parse_checked<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+    check: fn(&serde_json::Value) -> Result<()>,
+) -> Result<T> {
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
     }
-    let raw: serde_json::Value = parse_json(&bytes, "process")?;
-    crate::security::check_raw_process(&raw)?;
-    from_value(raw, "process")
+    let raw: serde_json::Value = parse_json(bytes, what)?;
+    check(&raw)?;
+    from_value(raw, what)
 }
 
 /// Like [`parse_json`] from an already parsed value (the text is read once).

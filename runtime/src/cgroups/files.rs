@@ -1,7 +1,8 @@
 //! Reading and writing cgroup interface files.
 //!
 //! Every cgroup knob is one small file; a write is one `write(2)` whose errno is the kernel's
-//! verdict on the value. These helpers do exactly one open + one read/write and turn failures
+//! verdict on the value. These helpers do one open + one read/write per call (`write_each` keeps
+//! its file open across calls) and turn failures
 //! into [`Error::CgroupFile`] naming the spec field, the value and the host path, so a user sees
 //! `linux.resources.memory.swappiness: write "200" to /sys/fs/cgroup/memory/x/memory.swappiness:
 //! Invalid argument (os error 22)`.
@@ -13,24 +14,12 @@ use crate::{Error, Result};
 
 /// Writes `value` to `dir/file` in a single write (cgroup files reject partial writes).
 pub(crate) fn write(dir: &Path, file: &str, value: &str, field: &str) -> Result<()> {
-    let path = dir.join(file);
-    // OpenOptions without create/truncate: cgroup files exist or the knob is not supported;
-    // creating a regular file in cgroupfs is impossible anyway and O_TRUNC is meaningless.
-    let res = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(value.as_bytes()));
-    res.map_err(|source| Error::CgroupFile {
-        field: field.to_string(),
-        op: format!("write {value:?} to"),
-        file: path,
-        source,
-    })
+    write_each(dir, file, &mut None, value, field)
 }
 
-/// Like [`write`] for a file that takes one value per write(2), such as v1
-/// `devices.allow`: the file is opened once, kept in `open`, and each value
-/// is its own write. Saves an open and a close per value.
+/// [`write`] for a file that takes one value per write(2), such as v1
+/// `devices.allow`: opened at the first value and kept in `open`, so that
+/// each further value costs its write alone.
 pub(crate) fn write_each(
     dir: &Path,
     file: &str,
@@ -38,18 +27,21 @@ pub(crate) fn write_each(
     value: &str,
     field: &str,
 ) -> Result<()> {
+    let path = dir.join(file);
+    // OpenOptions without create/truncate: cgroup files exist or the knob is not supported;
+    // creating a regular file in cgroupfs is impossible anyway and O_TRUNC is meaningless.
     let res = match open {
         Some(f) => Ok(f),
         None => std::fs::OpenOptions::new()
             .write(true)
-            .open(dir.join(file))
+            .open(&path)
             .map(|f| open.insert(f)),
     }
     .and_then(|f| f.write_all(value.as_bytes()));
     res.map_err(|source| Error::CgroupFile {
         field: field.to_string(),
         op: format!("write {value:?} to"),
-        file: dir.join(file),
+        file: path,
         source,
     })
 }

@@ -127,7 +127,8 @@ pub fn remount_bind(path: &str, flags: MsFlags) -> nix::Result<()> {
     let mut keep = MsFlags::empty();
     use nix::sys::statvfs::FsFlags;
     // statfs(2)'s ST_RELATIME (4096, as the kernel reports it): nix names it
-    // for glibc targets only, and the runtime must build for musl too.
+    // for glibc targets only, and the runtime also builds against musl
+    // (docs/DECISIONS.md, "rpaas-run stays on glibc").
     const ST_RELATIME: FsFlags = FsFlags::from_bits_retain(4096);
     for (fs, ms) in [
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
