@@ -41,6 +41,7 @@ pub mod error;
 pub mod link;
 pub mod names;
 pub mod netns;
+pub mod pin;
 pub mod route;
 mod show;
 pub mod spec;
