@@ -207,8 +207,10 @@ impl Inner {
             return Ok(());
         };
         if rec.address.is_none() {
+            // Chosen and recorded under the host lock, before it is used: the
+            // pool never hands it out twice (instances come up in parallel).
+            let _lock = self.records.lock_host()?;
             rec.address = Some(self.choose_address(spec, rec)?);
-            // Recorded before it is used: the pool never hands it out twice.
             self.records.save_instance(rec)?;
         }
         let dir = self.netns_dir();
@@ -294,12 +296,12 @@ impl Inner {
     }
 
     /// The spec's address for this instance, or the pool's lowest free one.
+    /// The caller holds the host lock until the choice is recorded.
     fn choose_address(
         &self,
         spec: &AppSpec,
         rec: &InstanceRecord,
     ) -> Result<rpaas_netsetup::IpCidr> {
-        let _lock = self.records.lock_host()?;
         let used = self.records.used_addresses()?;
         if !spec.network.addresses.is_empty() {
             let i = (rec.n - 1) as usize;

@@ -49,6 +49,9 @@ enum Command {
     /// Container networking debug verbs (runs rpaas-tools).
     #[command(disable_help_flag = true)]
     Net(tools::Passthrough),
+    /// Apps and instances: deploy, scale, ls, inspect, restart, rm, recover, gc (runs rpaas-tools).
+    #[command(disable_help_flag = true)]
+    App(tools::Passthrough),
     /// NUMA topology and placement.
     #[command(subcommand)]
     Numa(numa::NumaCommand),
@@ -61,7 +64,7 @@ fn main() {
     cli::init_logging(&cli.global);
     let result = match cli.command {
         Command::Oci(cmd) => oci::run(&cli.global, cmd),
-        Command::Image(_) | Command::Bundle(_) | Command::Net(_) => {
+        Command::Image(_) | Command::Bundle(_) | Command::Net(_) | Command::App(_) => {
             tools::exec(std::env::args_os().skip(1).collect::<Vec<OsString>>())
         }
         Command::Numa(cmd) => numa::run(&cli.global, cmd),
