@@ -73,6 +73,32 @@ impl Plan {
         self.new.contains(flag) || self.join.iter().any(|(f, _)| *f == flag)
     }
 
+    /// root.path and mounts are set up only in a new mount namespace: with
+    /// none (the process would share the runtime's, the host's) or one
+    /// joined by path (mounts would land in a namespace others use and
+    /// outlive the container), the config is refused, never run on that
+    /// namespace's own root (docs/DECISIONS.md).
+    pub fn check_own_mount_namespace(&self) -> Result<()> {
+        if self.new.contains(CloneFlags::CLONE_NEWNS) {
+            return Ok(());
+        }
+        let why = match self
+            .join
+            .iter()
+            .find(|(f, _)| *f == CloneFlags::CLONE_NEWNS)
+        {
+            Some((_, p)) => format!("the mount namespace is joined by path {}", p.display()),
+            None => "no \"mount\" namespace is listed".to_string(),
+        };
+        Err(Error::spec(
+            "linux.namespaces",
+            format!(
+                "{why}: root.path and mounts need a new mount namespace (a \"mount\" entry \
+                 without \"path\"); rpaas-run does not run a container on another namespace's root"
+            ),
+        ))
+    }
+
     /// The path of a joined pid namespace: it must be entered by the parent
     /// before clone (setns of a pid namespace only affects children).
     pub fn pid_path(&self) -> Option<&PathBuf> {
@@ -134,4 +160,35 @@ pub fn loopback_up() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(json: &str) -> Plan {
+        let nss: Vec<LinuxNamespace> = serde_json::from_str(json).expect("namespaces json");
+        Plan::from_spec(Some(&nss))
+    }
+
+    #[test]
+    fn a_new_mount_namespace_is_required() {
+        assert!(plan(r#"[{"type":"mount"},{"type":"pid"}]"#)
+            .check_own_mount_namespace()
+            .is_ok());
+        let none = plan(r#"[{"type":"pid"}]"#)
+            .check_own_mount_namespace()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            none.contains("linux.namespaces") && none.contains("no \"mount\""),
+            "{none}"
+        );
+        let joined = plan(r#"[{"type":"mount","path":"/proc/1/ns/mnt"}]"#)
+            .check_own_mount_namespace()
+            .unwrap_err()
+            .to_string();
+        assert!(joined.contains("joined by path /proc/1/ns/mnt"), "{joined}");
+        assert!(!joined.contains('\n'), "one line: {joined}");
+    }
 }

@@ -72,6 +72,9 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     // Nobody in the namespaces we join may ptrace or read us while we hold host fds.
     security::set_dumpable(false)?;
     wait_for(sync)?;
+    // root.path and mounts are set up only in a mount namespace of our own:
+    // never run the process on the host's (or a joined namespace's) root.
+    a.ns.check_own_mount_namespace()?;
     // Hooks read our pid as the runtime sees it; /proc is still the host's here.
     let hook_state = state_with_host_pid(&a.hook_state);
 
@@ -112,7 +115,6 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         security::apply_sysctl(k, v)?;
     }
 
-    let own_mounts = a.ns.new.contains(CloneFlags::CLONE_NEWNS);
     let plan = rootfs::Plan {
         spec: a.spec,
         rootfs: a.rootfs.clone(),
@@ -121,11 +123,7 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         cgroupns: a.ns.has(CloneFlags::CLONE_NEWCGROUP),
         netns: a.ns.has(CloneFlags::CLONE_NEWNET),
     };
-    let prepared = if own_mounts {
-        Some(rootfs::prepare(&plan)?)
-    } else {
-        None
-    };
+    let prepared = rootfs::prepare(&plan)?;
 
     if a.runtime_hooks {
         sync.send(&ChildMsg::NeedHooks)?;
@@ -138,30 +136,40 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
         &hook_state,
     )?;
 
-    if prepared.is_some() {
-        rootfs::pivot(&plan)?;
-        if a.process.terminal {
-            let sock = a.console.ok_or_else(|| {
-                Error::spec(
-                    "process.terminal",
-                    "true, but no --console-socket was given",
-                )
-            })?;
-            let size = a
-                .spec
-                .process()
-                .as_ref()
-                .and_then(|p| p.console_size())
-                .map(|s| (s.height() as u16, s.width() as u16));
-            crate::console::setup(sock, true, size)?;
-        }
-        rootfs::finish(&plan)?;
+    rootfs::pivot(&plan)?;
+    if a.process.terminal {
+        let sock = a.console.ok_or_else(|| {
+            Error::spec(
+                "process.terminal",
+                "true, but no --console-socket was given",
+            )
+        })?;
+        let size = a
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.console_size())
+            .map(|s| (s.height() as u16, s.width() as u16));
+        crate::console::setup(sock, true, size)?;
     }
+    rootfs::finish(&plan)?;
     drop(prepared);
 
+    // Everything that needs a system call a seccomp profile may deny is done
+    // before the filter. Without noNewPrivileges the filter is loaded in
+    // `become_user`, while init still has CAP_SYS_ADMIN (runc's and crun's
+    // order); after it come only the user and capability switch, the
+    // Ready/start handshake and the execve.
     a.process.create_cwd()?;
-    a.process.become_user()?;
-    a.process.enter_cwd()?;
+    // As runc: the cwd is entered as root first (a user may start in a
+    // directory it cannot search) and proven to lie inside the container's
+    // root (CVE-2024-21626) here, since a profile may deny getcwd. Only if
+    // root cannot enter it (a user namespace, root-squashed NFS) is it
+    // entered again, and checked, as the user.
+    let cwd_as_root = match a.process.enter_cwd() {
+        Err(e @ Error::Security { .. }) => return Err(e),
+        other => other,
+    };
     let program = a.process.resolve_program()?;
     let env = a.process.full_env();
 
@@ -174,6 +182,11 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     // leave): the parent-death signal would also fire when the runtime exits
     // normally right after Commit, before we could clear it.
     nix::sys::prctl::set_pdeathsig(None).map_err(|e| Error::sys("clear parent-death signal", e))?;
+
+    a.process.become_user()?;
+    if cwd_as_root.is_err() {
+        a.process.enter_cwd()?;
+    }
     sync.send(&ChildMsg::Ready)?;
     wait_for(sync)?;
 

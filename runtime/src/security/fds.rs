@@ -45,12 +45,16 @@ fn apply(first: i32, keep: &[i32], flags: libc::c_uint) -> Result<()> {
     keep.dedup();
     match for_each_gap(first as u32, &keep, |lo, hi| close_range(lo, hi, flags)) {
         Ok(()) => Ok(()),
-        // ENOSYS: no close_range (< 5.9); EINVAL: no CLOSE_RANGE_CLOEXEC (< 5.11).
-        Err(nix::Error::ENOSYS | nix::Error::EINVAL) => walk_proc_fds(first, &keep, flags),
-        Err(e) => Err(Error::sys(
-            format!("close_range from fd {first} keeping {keep:?}"),
-            e,
-        )),
+        // ENOSYS: no close_range (< 5.9); EINVAL: no CLOSE_RANGE_CLOEXEC
+        // (< 5.11); EPERM (or any errno a profile chose): a seccomp filter of
+        // ours (`exec` loads it before this) or of our caller denies it. The
+        // /proc/self/fd walk does the same work with getdents and fcntl/close.
+        Err(range_err) => walk_proc_fds(first, &keep, flags).map_err(|walk_err| {
+            Error::security(
+                format!("close fds from {first} keeping {keep:?}"),
+                format!("close_range: {range_err}; walking /proc/self/fd: {walk_err}"),
+            )
+        }),
     }
 }
 
@@ -78,7 +82,8 @@ fn close_range(lo: u32, hi: u32, flags: libc::c_uint) -> nix::Result<()> {
 }
 
 /// Fallback: list /proc/self/fd first (the listing's own fd is closed by
-/// then), then close or mark each listed fd.
+/// then), then close or mark each listed fd. Every fd that stays open
+/// without close-on-exec is an error: none may leak into the container.
 fn walk_proc_fds(first: i32, keep: &[u32], flags: libc::c_uint) -> Result<()> {
     let dir = "/proc/self/fd";
     let fds: Vec<RawFd> = std::fs::read_dir(dir)
@@ -89,13 +94,28 @@ fn walk_proc_fds(first: i32, keep: &[u32], flags: libc::c_uint) -> Result<()> {
         if fd < first || keep.contains(&(fd as u32)) {
             continue;
         }
-        // SAFETY: fd numbers from our own fd table; EBADF (the listing's
-        // own, already closed fd) is ignored on purpose.
-        unsafe {
-            if flags & CLOSE_RANGE_CLOEXEC != 0 {
-                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        let cloexec = flags & CLOSE_RANGE_CLOEXEC != 0;
+        // SAFETY: fd numbers from our own fd table, none of them owned by
+        // Rust code that will use it again (the caller keeps those in `keep`).
+        let rc = unsafe {
+            if cloexec {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC)
             } else {
-                libc::close(fd);
+                libc::close(fd)
+            }
+        };
+        match nix::errno::Errno::result(rc) {
+            // The listing's own fd, closed by now.
+            Ok(_) | Err(nix::errno::Errno::EBADF) => {}
+            // close(2) releases the fd even when it reports EINTR.
+            Err(nix::errno::Errno::EINTR) if !cloexec => {}
+            Err(e) => {
+                let op = if cloexec {
+                    "fcntl(F_SETFD, FD_CLOEXEC)"
+                } else {
+                    "close"
+                };
+                return Err(Error::sys(format!("{op} fd {fd}"), e));
             }
         }
     }
