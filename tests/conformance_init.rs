@@ -119,7 +119,7 @@ fn seccomp_profile_without_close_range_and_new_privileges_allowed() {
 /// Deviation 2: a profile that denies getcwd. The CVE-2024-21626 check
 /// (the cwd must lie inside the container's root) runs before the filter.
 /// crun runs this bundle; runc 1.1 does not (its check calls getcwd after
-/// the filter), so only crun is compared.
+/// the filter), so only crun is compared. The same for `exec`.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn seccomp_profile_denying_getcwd_and_new_privileges_allowed() {
@@ -141,6 +141,15 @@ fn seccomp_profile_denying_getcwd_and_new_privileges_allowed() {
             assert_eq!(text(&out), ours, "cwd {cwd}: same output as crun");
         }
     }
+
+    // `exec` loads the same filter into its process: its cwd check too.
+    let mut cfg = seccomp_config("sleep 60", &["getcwd"]);
+    cfg["process"]["args"] = json!(["sleep", "60"]);
+    let c = Ctr::new("nogetcwd-exec", &cfg);
+    c.start(&[]);
+    let out = c.cmd(&["exec", "--cwd", "/tmp", &c.id, "sh", "-c", "echo exec-ok"]);
+    assert!(out.status.success(), "exec: {}", text(&out));
+    assert_eq!(text(&out), "exec-ok\n");
 }
 
 /// Deviation 3: without a mount namespace of its own (none listed, or one

@@ -193,11 +193,19 @@ fn child(
             console::setup(sock, false, None)?;
         }
     }
-    plan.become_user()?;
-    plan.enter_cwd()?;
+    // As in init: cwd (entered as root, proven inside the root), program,
+    // env and fds before `become_user` loads a seccomp filter that may deny them.
+    let cwd_as_root = match plan.enter_cwd() {
+        Err(e @ Error::Security { .. }) => return Err(e),
+        other => other,
+    };
     let program = plan.resolve_program()?;
     let env = plan.full_env();
     security::cloexec_fds_from(3 + preserve_fds, &[sync.raw()])?;
+    plan.become_user()?;
+    if cwd_as_root.is_err() {
+        plan.enter_cwd()?;
+    }
     Err(plan.exec(&program, &env, dmz, Some(sync.raw())))
 }
 
