@@ -10,7 +10,8 @@ use crate::{Error, Result};
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 /// Close every fd >= `first` except those in `keep`: with close_range(2) (one
-/// syscall per gap), or by walking /proc/self/fd on kernels before 5.9.
+/// syscall per gap), or by walking /proc/self/fd on kernels before 5.9 or
+/// where a seccomp filter denies close_range.
 ///
 /// Use it where nothing else of the runtime needs its fds any more; in the
 /// init, whose sync fd must live until execve, prefer `cloexec_fds_from`.
@@ -24,7 +25,8 @@ pub fn close_fds_from(first: i32, keep: &[i32]) -> Result<()> {
 /// left exactly as they are: a sync fd opened with O_CLOEXEC still closes at
 /// execve, while fds the caller passed to preserve (below `first`, or in
 /// `keep` without FD_CLOEXEC) are inherited.
-/// CLOSE_RANGE_CLOEXEC needs Linux 5.11; older kernels get the /proc/self/fd walk.
+/// CLOSE_RANGE_CLOEXEC needs Linux 5.11; older kernels, and a filter that
+/// denies close_range, get the /proc/self/fd walk.
 pub fn cloexec_fds_from(first: i32, keep: &[i32]) -> Result<()> {
     apply(first, keep, CLOSE_RANGE_CLOEXEC)
 }

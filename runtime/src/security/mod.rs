@@ -10,15 +10,19 @@
 //! and `check_raw_config` on the raw config.json before the typed parse
 //! (field-precise errors for unknown names).
 //!
-//! Suggested order in the init process (as runc does it):
+//! Order in the init process (and `exec`'s child), as runc and crun do it:
 //! 1. `set_dumpable(false)` before joining namespaces,
-//! 2. `apply_rlimits`, `set_oom_score_adj`, `apply_sysctl` (before /proc/sys goes read-only),
-//! 3. `keep_caps_across_setuid`, setgroups/setgid/setuid, `clear_keep_caps`,
-//! 4. `apply_capabilities`,
-//! 5. `set_no_new_privileges` (if asked), then `load_seccomp` last; without
-//!    noNewPrivileges the filter must instead be loaded before step 4
-//!    (loading needs CAP_SYS_ADMIN then),
-//! 6. `cloexec_fds_from(3, preserved)` / `close_fds_from`, execve through the dmz.
+//! 2. `apply_sysctl` (before /proc/sys goes read-only),
+//! 3. all that needs a system call a seccomp profile may deny (close_range,
+//!    getcwd, ...): the cwd entered and proven inside the root, the program
+//!    looked up, `cloexec_fds_from(3 + preserved, keep)`,
+//! 4. `apply_rlimits`; without noNewPrivileges `load_seccomp` now, while
+//!    CAP_SYS_ADMIN is still held,
+//! 5. `keep_caps_across_setuid`, setgroups/setgid/setuid, `clear_keep_caps`,
+//!    `apply_capabilities`,
+//! 6. with noNewPrivileges: `set_no_new_privileges`, `load_seccomp` last;
+//!    execve through the dmz (`cloexec_fds_from` falls back to a
+//!    /proc/self/fd walk when a filter denies close_range).
 
 pub mod caps;
 pub mod dmz;
