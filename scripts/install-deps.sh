@@ -8,6 +8,8 @@ packages=(
   build-essential pkg-config libdevmapper-dev libclang-dev libseccomp-dev
   # containers: the rootfs the tests build, peers and real clients
   busybox-static runc crun podman conmon skopeo docker-registry apache2-utils uidmap
+  # containerd with its runc v2 shim: tests/containerd_shim.rs drives rpaas-run through it
+  containerd
   # networking, NUMA, storage tools used by tests and the demo
   iproute2 iputils-ping zstd numactl dmsetup thin-provisioning-tools e2fsprogs xfsprogs util-linux procps
   # the VM harness (tests/vm): Debian's kernel under qemu (TCG)

@@ -42,19 +42,21 @@ pub enum Error {
     Security { what: String, reason: String },
 
     /// The container is not in a state that allows the operation.
-    #[error("container {id}: {reason}")]
+    #[error("container {}: {reason}", shown(id))]
     State { id: String, reason: String },
 
     /// No container with this id under the root.
-    #[error("container {id} does not exist")]
+    #[error("container {} does not exist", shown(id))]
     NotFound { id: String },
 
     /// A container with this id already exists.
-    #[error("container {id} already exists")]
+    #[error("container {} already exists", shown(id))]
     Exists { id: String },
 
     /// The container's init (or an exec'd process) reported a failure while setting up.
-    #[error("container {id}: {msg}")]
+    /// `msg` may be the chain of an error that already names the container (a
+    /// keeper reports its setup failure that way): the prefix is not repeated.
+    #[error("container {}: {}", shown(id), without_prefix(id, msg))]
     Init { id: String, msg: String },
 
     /// A hook failed or timed out.
@@ -81,6 +83,54 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The longest id (or other user-given name) an error message shows whole.
+const SHOWN_MAX: usize = 256;
+
+/// `id` as an error message shows it: on one line (quoted and escaped when it
+/// holds anything but printable ASCII, so a newline cannot start a second
+/// line) and bounded in length.
+pub fn shown(id: &str) -> String {
+    let plain = id.bytes().all(|b| b.is_ascii_graphic());
+    let mut text = if plain {
+        id.to_string()
+    } else {
+        format!("{id:?}")
+    };
+    if text.len() > SHOWN_MAX {
+        let total = text.len();
+        let mut cut = SHOWN_MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(&format!("… ({} more bytes)", total - cut));
+    }
+    text
+}
+
+/// `msg` without a leading "container <id>: " (see [`Error::Init`]).
+fn without_prefix<'a>(id: &str, msg: &'a str) -> &'a str {
+    let prefix = format!("container {}: ", shown(id));
+    msg.strip_prefix(prefix.as_str()).unwrap_or(msg)
+}
+
+/// The first `max` items of a list for an error message, then "… and N more":
+/// a config with 70,000 additionalGids must not make a 478 KB error line.
+pub fn list_preview<T: std::fmt::Display>(items: &[T], max: usize) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.iter().take(max).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&item.to_string());
+    }
+    if items.len() > max {
+        out.push_str(&format!(", … and {} more", items.len() - max));
+    }
+    out.push(']');
+    out
 }
 
 impl Error {
@@ -130,5 +180,44 @@ impl Error {
             cur = e.source();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_with_a_newline_stays_on_one_line() {
+        let e = Error::NotFound { id: "a\nb".into() };
+        assert_eq!(e.to_string(), "container \"a\\nb\" does not exist");
+        let long = "x".repeat(5000);
+        let text = Error::State {
+            id: long,
+            reason: "r".into(),
+        }
+        .to_string();
+        assert!(text.len() < 400, "{}", text.len());
+        assert!(text.contains("more bytes"), "{text}");
+    }
+
+    #[test]
+    fn a_nested_init_error_names_the_container_once() {
+        let inner = Error::Init {
+            id: "web".into(),
+            msg: "init exited during setup".into(),
+        };
+        let outer = Error::Init {
+            id: "web".into(),
+            msg: inner.chain(),
+        };
+        assert_eq!(outer.to_string(), "container web: init exited during setup");
+    }
+
+    #[test]
+    fn lists_are_bounded() {
+        let gids: Vec<u32> = (0..70_000).collect();
+        let text = list_preview(&gids, 8);
+        assert_eq!(text, "[0, 1, 2, 3, 4, 5, 6, 7, … and 69992 more]");
     }
 }

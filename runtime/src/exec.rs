@@ -119,28 +119,32 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
         nix::unistd::ForkResult::Parent { child } => {
             drop(child_end);
             failpoint::crash("exec::forked");
-            let reap = |code| {
-                let _ = nix::sys::wait::waitpid(child, None);
-                code
-            };
-            if let Some(cg) = &cgroup {
-                if let Err(e) = cg.add_pid(child.as_raw()) {
-                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                    return reap(Err(e));
+            // Any failure from here on leaves no process behind: a caller
+            // told "exec failed" must not find it running (runc kills it too,
+            // e.g. when the --pid-file cannot be written).
+            let started = (|| -> Result<()> {
+                if let Some(cg) = &cgroup {
+                    cg.add_pid(child.as_raw())?;
                 }
-            }
-            failpoint::crash("exec::in-cgroup");
-            parent_end.send(&ParentMsg::Go)?;
-            // The child's end closes at a successful execve (close-on-exec).
-            if let Some(ChildMsg::Failed(msg)) = parent_end.recv::<ChildMsg>()? {
-                return reap(Err(Error::Init {
-                    id: container.id().to_string(),
-                    msg: format!("exec: {msg}"),
-                }));
-            }
-            failpoint::crash("exec::started");
-            if let Some(pf) = &opts.pid_file {
-                crate::create::write_pid_file(pf, child.as_raw())?;
+                failpoint::crash("exec::in-cgroup");
+                parent_end.send(&ParentMsg::Go)?;
+                // The child's end closes at a successful execve (close-on-exec).
+                if let Some(ChildMsg::Failed(msg)) = parent_end.recv::<ChildMsg>()? {
+                    return Err(Error::Init {
+                        id: container.id().to_string(),
+                        msg: format!("exec: {msg}"),
+                    });
+                }
+                failpoint::crash("exec::started");
+                if let Some(pf) = &opts.pid_file {
+                    crate::create::write_pid_file(pf, child.as_raw())?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = started {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = wait_code(child);
+                return Err(e);
             }
             if opts.detach {
                 return Ok(0);

@@ -9,12 +9,45 @@ use oci_spec::runtime::Hook;
 
 use crate::{Error, Result};
 
-/// Run each hook of one kind in order; the first failure stops the rest.
+/// The `status` the create-time hooks (prestart, createRuntime,
+/// createContainer; startContainer too) read on stdin. runtime-spec defines
+/// "creating" as step 2 of the lifecycle (the environment being made) and
+/// "created" as after step 2; these hooks run at steps 3 to 5 and 7, once
+/// the environment "has been created" (config.md's words for each of them).
+/// crun sends "created" as well; runc sends "creating" (docs/DECISIONS.md).
+pub const CREATE_STATUS: &str = "created";
+
+/// Run each hook of one kind in order.
+///
+/// prestart, createRuntime, createContainer and startContainer: the first
+/// failure stops the rest and is returned (the create or start then fails).
+/// poststart and poststop: runtime-spec (up to 1.2, what `features` declares)
+/// says a failure is logged as a warning and the remaining hooks and the
+/// lifecycle go on; so every hook runs, each failure is a WARN event naming
+/// the container and the hook (the CLI writes those to stderr and to --log
+/// without any debug setting), and the result is Ok.
 pub fn run_all(kind: &str, hooks: Option<&Vec<Hook>>, state_json: &str) -> Result<()> {
+    let warn_only = matches!(kind, "poststart" | "poststop");
     for (i, h) in hooks.into_iter().flatten().enumerate() {
-        run_one(kind, i, h, state_json)?;
+        match run_one(kind, i, h, state_json) {
+            Ok(()) => {}
+            Err(e) if warn_only => tracing::warn!(
+                "container {}: {} (the remaining hooks and the lifecycle go on)",
+                crate::error::shown(&state_id(state_json)),
+                e.chain()
+            ),
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
+}
+
+/// The container id in an OCI state JSON (for messages).
+fn state_id(state_json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(state_json)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn run_one(kind: &str, index: usize, hook: &Hook, state_json: &str) -> Result<()> {

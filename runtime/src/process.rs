@@ -47,6 +47,21 @@ impl Plan {
         };
         let seccomp = seccomp.map(security::compile_seccomp).transpose()?;
         let user = p.user();
+        check_id(user.uid(), &format!("{field}.user.uid"))?;
+        check_id(user.gid(), &format!("{field}.user.gid"))?;
+        let extra = user.additional_gids().as_deref().unwrap_or_default();
+        if extra.len() > NGROUPS_MAX {
+            return Err(Error::spec(
+                format!("{field}.user.additionalGids"),
+                format!(
+                    "{} groups; the kernel allows at most {NGROUPS_MAX}",
+                    extra.len()
+                ),
+            ));
+        }
+        for (i, g) in extra.iter().enumerate() {
+            check_id(*g, &format!("{field}.user.additionalGids[{i}]"))?;
+        }
         Ok(Plan {
             args: p.args().clone().unwrap_or_default(),
             env: p.env().clone().unwrap_or_default(),
@@ -89,8 +104,8 @@ impl Plan {
             if !(gids.is_empty() && e == nix::errno::Errno::EPERM) {
                 return Err(Error::sys(
                     format!(
-                        "process.user.additionalGids: setgroups {:?}",
-                        self.additional_gids
+                        "process.user.additionalGids: setgroups {}",
+                        crate::error::list_preview(&self.additional_gids, 16)
                     ),
                     e,
                 ));
@@ -227,6 +242,22 @@ impl Plan {
     }
 }
 
+/// The kernel's NGROUPS_MAX: setgroups(2) takes at most this many groups.
+const NGROUPS_MAX: usize = 65536;
+
+/// A uid or gid a process can run as: not `(uid_t)-1`, which setresuid(2)
+/// and setresgid(2) take as "leave this one unchanged", so the process would
+/// keep the runtime's root (runc refuses it too).
+fn check_id(id: u32, field: &str) -> Result<()> {
+    if id == u32::MAX {
+        return Err(Error::spec(
+            field,
+            "4294967295 is (uid_t)-1, which the kernel reads as \"unchanged\" (the process would stay root)",
+        ));
+    }
+    Ok(())
+}
+
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p)
@@ -256,11 +287,15 @@ pub fn parse_user_spec(spec: &str) -> Result<(u32, Option<u32>)> {
             format!("{u:?}: only numeric uid[:gid] is supported"),
         )
     })?;
+    check_id(uid, "--user")?;
     let gid = g
         .map(|g| {
             g.parse::<u32>()
                 .map_err(|_| Error::spec("--user", format!("{g:?}: not a numeric gid")))
         })
         .transpose()?;
+    if let Some(g) = gid {
+        check_id(g, "--user")?;
+    }
     Ok((uid, gid))
 }

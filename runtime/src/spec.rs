@@ -6,24 +6,96 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 use serde::de::DeserializeOwned;
 
 use crate::{Error, Result};
 
 /// Parse JSON bytes into `T`, reporting the failing field as a JSON path.
+///
+/// The text must be one JSON object and nothing after it: serde reads a
+/// struct from an array too (`[]` became a config with every field missing),
+/// and the path-tracking parse below stops after the value without looking at
+/// what follows.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    require_object(bytes, what)?;
     // The plain parse first, as in parse_checked: tracking the path of every
     // field is only needed to name the one that failed.
     if let Ok(v) = serde_json::from_slice(bytes) {
         return Ok(v);
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { what.to_string() } else { path };
         Error::spec(field, e.inner().to_string())
-    })
+    })?;
+    de.end()
+        .map_err(|e| Error::spec(what, format!("text after the JSON object: {e}")))?;
+    Ok(value)
+}
+
+/// `bytes` must hold a JSON object: the first non-blank byte is `{`.
+fn require_object(bytes: &[u8], what: &str) -> Result<()> {
+    let kind = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => return Ok(()),
+        None => "empty",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(_) => "not JSON",
+    };
+    Err(Error::spec(
+        what,
+        format!("must be a JSON object ({{...}}), but is {kind}"),
+    ))
+}
+
+/// Parse the `update --resources` JSON: a LinuxResources object whose every
+/// field is one rpaas knows (a misspelt limit would otherwise be dropped
+/// silently while `update` reports success), with values the kernel would
+/// not silently reinterpret (see [`crate::cgroups::validate`]).
+pub fn parse_resources(bytes: &[u8]) -> Result<LinuxResources> {
+    const WHAT: &str = "resources";
+    let res: LinuxResources = parse_json(bytes, WHAT)?;
+    let raw: serde_json::Value = parse_json(bytes, WHAT)?;
+    let known = serde_json::to_value(&res).map_err(|e| Error::spec(WHAT, e.to_string()))?;
+    unknown_fields(&raw, &known, WHAT)?;
+    crate::cgroups::validate(&res, WHAT)?;
+    Ok(res)
+}
+
+/// The first key of `raw` that the typed parse dropped: `known` is the typed
+/// value written back, which holds every field that was read (oci-spec skips
+/// only absent optional fields when writing).
+fn unknown_fields(raw: &serde_json::Value, known: &serde_json::Value, path: &str) -> Result<()> {
+    use serde_json::Value;
+    match (raw, known) {
+        (Value::Object(r), Value::Object(k)) => {
+            for (key, v) in r {
+                match k.get(key) {
+                    Some(kv) => unknown_fields(v, kv, &format!("{path}.{key}"))?,
+                    None if v.is_null() => {}
+                    None => {
+                        return Err(Error::spec(
+                            format!("{path}.{key}"),
+                            "unknown field (not part of the runtime-spec's LinuxResources)",
+                        ))
+                    }
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(r), Value::Array(k)) => {
+            for (i, (rv, kv)) in r.iter().zip(k).enumerate() {
+                unknown_fields(rv, kv, &format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Read `<bundle>/config.json`.
@@ -59,6 +131,7 @@ fn parse_checked<T: DeserializeOwned>(
     what: &str,
     check: fn(&serde_json::Value) -> Result<()>,
 ) -> Result<T> {
+    require_object(bytes, what)?;
     if let Ok(v) = serde_json::from_slice(bytes) {
         return Ok(v);
     }
@@ -117,7 +190,34 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
 
+    let new_uts = spec.linux().as_ref().is_some_and(|l| {
+        l.namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::Uts)
+    });
+    // runc refuses these too: without a UTS namespace of its own the
+    // container would rename the host (or the name would be dropped).
+    for (field, value) in [
+        ("hostname", spec.hostname()),
+        ("domainname", spec.domainname()),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            if !new_uts {
+                return Err(Error::spec(
+                    field,
+                    format!(
+                        "{v:?} needs a UTS namespace, but linux.namespaces has no \"uts\" entry"
+                    ),
+                ));
+            }
+        }
+    }
+
     if let Some(linux) = spec.linux() {
+        if let Some(res) = linux.resources() {
+            crate::cgroups::validate(res, "linux.resources")?;
+        }
         if let Some(nss) = linux.namespaces() {
             let mut seen = Vec::new();
             for (i, ns) in nss.iter().enumerate() {
@@ -209,6 +309,39 @@ mod tests {
         let spec: Spec = parse_json(json, "config.json").expect("parse");
         let err = validate(&spec).expect_err("must fail");
         assert!(err.to_string().contains("process.cwd"), "{err}");
+    }
+
+    #[test]
+    fn only_one_json_object_is_a_config() {
+        let e = parse_config(b" []").expect_err("an array");
+        assert!(
+            e.to_string()
+                .contains("config config.json: must be a JSON object"),
+            "{e}"
+        );
+        let json = br#"{"ociVersion":"1.2.0","root":{"path":"rootfs"}} x"#;
+        let e = parse_config(json).expect_err("trailing text");
+        assert!(e.to_string().contains("text after the JSON object"), "{e}");
+        let e = parse_json::<Spec>(json, "config.json").expect_err("trailing text");
+        assert!(e.to_string().contains("config.json"), "{e}");
+    }
+
+    #[test]
+    fn update_resources_name_unknown_and_invalid_fields() {
+        let named = |text: &str| {
+            parse_resources(text.as_bytes())
+                .expect_err(text)
+                .to_string()
+        };
+        assert!(named("[]").contains("config resources:"));
+        assert!(named(r#"{"cpu":{"quota":-5,"period":0}}"#).contains("resources.cpu.quota"));
+        assert!(named(r#"{"cpu":{"shares":2,"quotaa":1}}"#).contains("resources.cpu.quotaa"));
+        assert!(named(r#"{"devices":[{"allow":true,"acess":"r"}]}"#)
+            .contains("resources.devices[0].acess"));
+        let ok = parse_resources(
+            br#"{"pids":{"limit":5},"memory":{"limit":null},"unified":{"a.b":"1"}}"#,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -134,6 +134,7 @@ impl Cgroup {
     /// Applies `linux.resources` (create) or a subset of them (`update`): only fields present
     /// in `res` are written.
     pub fn apply(&self, res: &LinuxResources) -> Result<()> {
+        validate(res, "linux.resources")?;
         match self.layout {
             Layout::V1 { .. } => v1::apply(self.layout, self.rel(), res),
             Layout::V2 { root, controllers } => v2::apply(&root.join(self.rel()), controllers, res),
@@ -215,6 +216,24 @@ impl Cgroup {
         stats::oom_kill_count(self.layout, self.rel())
     }
 
+    /// Why a process of this cgroup died before it could report, when the cgroup knows:
+    /// the kernel's OOM killer, because `linux.resources.memory.limit` (applied before init
+    /// joins, so the kernel accepted it against an empty cgroup) leaves init too little.
+    /// "init exited during setup" alone left the user guessing.
+    pub fn setup_death_reason(&self, res: Option<&LinuxResources>) -> Option<String> {
+        if self.oom_kill_count().ok()? == 0 {
+            return None;
+        }
+        let limit = res
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .map(|l| format!(" {l}"))
+            .unwrap_or_default();
+        Some(format!(
+            "linux.resources.memory.limit{limit}: init was killed by the kernel's OOM killer during setup (the limit is below what it needs)"
+        ))
+    }
+
     /// Removes the cgroup (and any child cgroups) from every hierarchy. Idempotent: Ok when it
     /// is already gone. Processes must be gone first (EBUSY is retried briefly, then reported).
     /// Parents (of a nested cgroupsPath) are left in place.
@@ -233,6 +252,32 @@ impl Cgroup {
     pub fn exists(&self) -> bool {
         self.dirs().iter().any(|d| d.is_dir())
     }
+}
+
+/// Refuses values the kernel would take with another meaning instead of an error, so that a
+/// limit is never dropped silently; `prefix` is the JSON path of the resources
+/// ("linux.resources" in config.json, "resources" for `update`). A v1 `cpu.cfs_quota_us` of
+/// any negative number means "no limit", so a quota of -5 turned into no limit at all.
+pub fn validate(res: &LinuxResources, prefix: &str) -> Result<()> {
+    // -1 means unlimited, 0 unset; anything below -1 is no value.
+    let not_below_minus_one = |v: Option<i64>, field: &str| match v {
+        Some(n) if n < -1 => Err(Error::spec(
+            format!("{prefix}.{field}"),
+            format!("{n} is neither -1 (unlimited) nor a positive value"),
+        )),
+        _ => Ok(()),
+    };
+    if let Some(c) = res.cpu() {
+        not_below_minus_one(c.quota(), "cpu.quota")?;
+        not_below_minus_one(c.realtime_runtime(), "cpu.realtimeRuntime")?;
+    }
+    if let Some(m) = res.memory() {
+        not_below_minus_one(m.limit(), "memory.limit")?;
+        not_below_minus_one(m.swap(), "memory.swap")?;
+        not_below_minus_one(m.reservation(), "memory.reservation")?;
+        not_below_minus_one(m.kernel_tcp(), "memory.kernelTCP")?;
+    }
+    Ok(())
 }
 
 /// Every cgroup directly under `prefix` ("/rpaas" or "rpaas") in any hierarchy, as cgroup paths

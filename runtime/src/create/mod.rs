@@ -231,7 +231,7 @@ impl Spawn<'_> {
         // (after joining the cgroup, resp. because time offsets apply at exec).
         let late = CloneFlags::CLONE_NEWCGROUP | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
         let flags = self.ns.new - late;
-        let hook_state = oci_state_json(st, "creating", None);
+        let hook_state = oci_state_json(st, hooks::CREATE_STATUS, None);
         let runtime_hooks = self.spec.hooks().as_ref().is_some_and(|h| {
             h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
                 || h.prestart().as_ref().is_some_and(|v| !v.is_empty())
@@ -274,11 +274,17 @@ impl Spawn<'_> {
                     security::set_oom_score_adj(Some(child), adj)?;
                 }
                 parent_end.send(&ParentMsg::Go)?;
+                let res = self.spec.linux().as_ref().and_then(|l| l.resources().as_ref());
                 loop {
-                    match parent_end.recv::<ChildMsg>()? {
+                    // A reset connection is init dying too (killed with a reply unread).
+                    let msg = match parent_end.recv::<ChildMsg>() {
+                        Err(_) if self.cgroup.setup_death_reason(res).is_some() => None,
+                        other => other?,
+                    };
+                    match msg {
                         Some(ChildMsg::Ready) => break,
                         Some(ChildMsg::NeedHooks) => {
-                            let state = oci_state_json(st, "creating", Some(child));
+                            let state = oci_state_json(st, hooks::CREATE_STATUS, Some(child));
                             let h = self.spec.hooks().as_ref();
                             hooks::run_all(
                                 "prestart",
@@ -302,8 +308,11 @@ impl Spawn<'_> {
                         None => {
                             return Err(Error::Init {
                                 id: self.opts.id.clone(),
-                                msg: "init exited during setup".into(),
-                            })
+                                msg: self
+                                    .cgroup
+                                    .setup_death_reason(res)
+                                    .unwrap_or_else(|| "init exited during setup".into()),
+                            });
                         }
                     }
                 }

@@ -58,7 +58,7 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     // FAILPOINTS=name=return (builds with the `failpoints` feature only): crash tests.
     rpaas_runtime::failpoint::setup_from_env();
     cli::init_logging(&cli.global);
@@ -70,4 +70,40 @@ fn main() {
         Command::Numa(cmd) => numa::run(&cli.global, cmd),
     };
     cli::finish(&cli.global, result)
+}
+
+/// A command-line error on one line, as every other error (clap's own
+/// rendering adds a tip, the usage and a hint, over six lines): `rpaas-run:
+/// unexpected argument '-x' found (tip: …; usage: rpaas-run kill …)`. Help and
+/// --version print as clap does.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.to_string();
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"));
+    let first = lines.next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let rest: Vec<String> = lines
+        .map(|l| match l.strip_prefix("Usage: ") {
+            Some(u) => format!("usage: {u}"),
+            None => l.to_string(),
+        })
+        .collect();
+    let line = if rest.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first} ({})", rest.join("; "))
+    };
+    eprintln!("rpaas-run: {}", cli::one_line(&line, cli::MAX_LINE));
+    std::process::exit(e.exit_code())
 }

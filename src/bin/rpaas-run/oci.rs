@@ -189,7 +189,7 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
         }
         OciCommand::Kill { all, id, signal } => {
             let sig = parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
-            Container::load(root, &id)?.kill(sig, all)?;
+            kill(&Container::load(root, &id)?, sig, all)?;
             Ok(0)
         }
         OciCommand::Delete { force, id } => match Container::load(root, &id) {
@@ -224,7 +224,7 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
             } else {
                 std::fs::read(&resources).with_context(|| format!("read {resources}"))?
             };
-            let res: LinuxResources = rpaas_runtime::spec::parse_json(&bytes, "resources")?;
+            let res: LinuxResources = rpaas_runtime::spec::parse_resources(&bytes)?;
             Container::load(root, &id)?.update(&res)?;
             Ok(0)
         }
@@ -415,18 +415,116 @@ fn process_from_args(c: &Container, a: &ExecArgs) -> anyhow::Result<Process> {
     Ok(p)
 }
 
-fn parse_signal(s: &str) -> anyhow::Result<Signal> {
+/// `kill`: a standard signal through [`Container::kill`], a real-time one
+/// (which nix's `Signal` cannot hold) through the same pidfd path here.
+///
+/// A container that is not running is reported with runc's words, "container
+/// not running": containerd's shim recognizes only runc's wordings ("container
+/// not running", "no such process", "does not exist") as "the process already
+/// finished"; any other text is an unknown error to it, and the kubelet's
+/// StopPodSandbox fails when a container exited just before.
+fn kill(c: &Container, signo: i32, all: bool) -> anyhow::Result<()> {
+    if !all && c.status() == Status::Stopped {
+        bail!("container {}: container not running", c.id());
+    }
+    let result = match Signal::try_from(signo) {
+        Ok(sig) => c.kill(sig, all).map_err(anyhow::Error::from),
+        Err(_) => kill_rt(c, signo, all),
+    };
+    // It may have stopped between the check and the signal.
+    if result.is_err() && !all && c.status() == Status::Stopped {
+        bail!("container {}: container not running", c.id());
+    }
+    result
+}
+
+/// Send real-time signal `signo` to init (through a pidfd, so never to a
+/// reused pid) or, with `all`, to every process in the cgroup.
+fn kill_rt(c: &Container, signo: i32, all: bool) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    if all {
+        let cg = c
+            .cgroup()
+            .ok_or_else(|| anyhow!("container {}: has no cgroup", c.id()))?;
+        for pid in cg.pids()? {
+            // SAFETY: kill(2) with a pid read from the container's cgroup.
+            unsafe { libc::kill(pid, signo) };
+        }
+        return Ok(());
+    }
+    let init = c
+        .live_init()
+        .ok_or_else(|| anyhow!("container {}: container not running", c.id()))?;
+    // SAFETY: plain syscall; on success we own the returned fd.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, init.pid, 0) };
+    if raw < 0 {
+        bail!("container {}: container not running", c.id());
+    }
+    // SAFETY: `raw` is a pidfd just opened and owned by nobody else.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw as i32) };
+    // The pidfd pins the process: checked after opening it, it is init.
+    if !init.is_alive() {
+        bail!("container {}: container not running", c.id());
+    }
+    // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signo,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!("container {}: kill signal {signo}: {e}", c.id());
+    }
+    Ok(())
+}
+
+/// A signal as runc takes it: a number (1..=SIGRTMAX), a name with or without
+/// "SIG" in any case (TERM, SIGkill), or a real-time one as RTMIN, RTMIN+n,
+/// RTMAX-n (podman stops systemd containers with SIGRTMIN+3).
+fn parse_signal(s: &str) -> anyhow::Result<i32> {
+    let unknown = || anyhow!("unknown signal {s:?}");
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
     if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| anyhow!("unknown signal {s}"));
+        let standard = Signal::try_from(n).is_ok();
+        return if standard || (rtmin..=rtmax).contains(&n) {
+            Ok(n)
+        } else {
+            Err(anyhow!(
+                "unknown signal {s:?}: signals are 1..={rtmax} (SIGRTMIN is {rtmin})"
+            ))
+        };
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| anyhow!("unknown signal {s}"))
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    for (base, at, dir) in [("RTMIN", rtmin, 1), ("RTMAX", rtmax, -1)] {
+        if let Some(rest) = name.strip_prefix(base) {
+            let n = if rest.is_empty() {
+                at
+            } else {
+                let off = match (dir, rest.as_bytes()[0]) {
+                    (1, b'+') | (-1, b'-') => rest[1..].parse::<i32>().map_err(|_| unknown())?,
+                    _ => return Err(unknown()),
+                };
+                at + dir * off
+            };
+            return if (rtmin..=rtmax).contains(&n) {
+                Ok(n)
+            } else {
+                Err(anyhow!(
+                    "signal {s:?} is outside SIGRTMIN..SIGRTMAX ({rtmin}..={rtmax})"
+                ))
+            };
+        }
+    }
+    format!("SIG{name}")
+        .parse::<Signal>()
+        .map(|sig| sig as i32)
+        .map_err(|_| unknown())
 }
 
 fn ps(root: &Path, format: &str, id: &str, ps_args: &[String]) -> anyhow::Result<i32> {

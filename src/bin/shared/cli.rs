@@ -54,20 +54,118 @@ pub struct Global {
     pub dm_size: Option<String>,
 }
 
+/// Warnings (a failed poststart/poststop hook, an ignored setting) always go
+/// to stderr and to --log, as runc's do; `--debug` or `RPAAS_LOG` add the
+/// rest on stderr. No EnvFilter is built unless asked: every container start
+/// runs this.
 pub fn init_logging(g: &Global) {
-    if g.debug || std::env::var_os("RPAAS_LOG").is_some() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let debug = g.debug || std::env::var_os("RPAAS_LOG").is_some();
+    let warnings = WarnLayer {
+        log: g.log.clone(),
+        json: g.log_format == "json",
+        // With --debug the fmt layer below already prints them on stderr.
+        stderr: !debug,
+    };
+    let registry = tracing_subscriber::registry().with(warnings);
+    if debug {
+        use tracing_subscriber::Layer;
         let filter = tracing_subscriber::EnvFilter::try_from_env("RPAAS_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .try_init();
+            .with_filter(filter);
+        let _ = registry.with(fmt).try_init();
+    } else {
+        let _ = registry.try_init();
     }
 }
 
-/// Append the error to --log (JSON with --log-format json, as runc does).
-pub fn log_error(g: &Global, line: &str) {
-    let Some(path) = &g.log else { return };
+/// Writes WARN and ERROR events as one bounded line each: `rpaas-run:
+/// warning: …` on stderr, and runc's format in --log.
+struct WarnLayer {
+    log: Option<PathBuf>,
+    json: bool,
+    stderr: bool,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarnLayer {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        // Lower is more severe: ERROR < WARN < INFO.
+        *meta.level() <= tracing::Level::WARN
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() > tracing::Level::WARN {
+            return;
+        }
+        let mut text = Fields(String::new());
+        event.record(&mut text);
+        let line = one_line(&text.0, MAX_LINE);
+        let level = if *event.metadata().level() == tracing::Level::ERROR {
+            "error"
+        } else {
+            "warning"
+        };
+        if self.stderr {
+            eprintln!("rpaas-run: {level}: {line}");
+        }
+        if let Some(path) = &self.log {
+            append_log(path, self.json, level, &line);
+        }
+    }
+}
+
+/// An event's message, then its other fields as ` key=value`.
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+}
+
+/// The longest line rpaas-run prints for an error or a warning: a list of
+/// 70,000 gids, a kernel message or a hook's path must not flood a log.
+pub const MAX_LINE: usize = 4096;
+
+/// `line` made fit for one line of output: control characters (a newline
+/// from a kernel message or a hook's output) escaped, and at most `max`
+/// bytes, the rest replaced by "… (N more bytes)".
+pub fn one_line(line: &str, max: usize) -> String {
+    let mut out = String::with_capacity(line.len().min(max) + 32);
+    for c in line.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if out.len() > max {
+        let total = out.len();
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(&format!("… ({} more bytes)", total - cut));
+    }
+    out
+}
+
+/// One line in --log: JSON (`{"level","msg","time"}`, as runc writes it) or
+/// logfmt-like text.
+fn append_log(path: &std::path::Path, json: bool, level: &str, line: &str) {
     let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -76,12 +174,19 @@ pub fn log_error(g: &Global, line: &str) {
         return;
     };
     let now = rpaas_runtime::state::now_rfc3339();
-    let text = if g.log_format == "json" {
-        serde_json::json!({"level": "error", "msg": line, "time": now}).to_string()
+    let text = if json {
+        serde_json::json!({"level": level, "msg": line, "time": now}).to_string()
     } else {
-        format!("time=\"{now}\" level=error msg=\"{line}\"")
+        format!("time=\"{now}\" level={level} msg={line:?}")
     };
     let _ = writeln!(f, "{text}");
+}
+
+/// Append the error to --log (JSON with --log-format json, as runc does).
+pub fn log_error(g: &Global, line: &str) {
+    if let Some(path) = &g.log {
+        append_log(path, g.log_format == "json", "error", line);
+    }
 }
 
 /// Exit with the command's code, or print the error chain on one line
@@ -90,7 +195,7 @@ pub fn finish(g: &Global, result: anyhow::Result<i32>) -> ! {
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            let line = format!("{err:#}");
+            let line = one_line(&format!("{err:#}"), MAX_LINE);
             log_error(g, &line);
             eprintln!("rpaas-run: {line}");
             std::process::exit(1);
