@@ -114,7 +114,14 @@ fn run(args: Args) -> rpaas::Result<()> {
         path: args.spec.clone(),
         source,
     })?;
-    let spec = AppSpec::from_json(&bytes)?;
+    let mut spec = AppSpec::from_json(&bytes)?;
+    // Files named relative to the spec are found beside it.
+    let spec_dir = args.spec.parent().unwrap_or(std::path::Path::new("."));
+    for f in &mut spec.files {
+        if f.source.is_relative() {
+            f.source = spec_dir.join(&f.source);
+        }
+    }
     let app = match host.app(&spec.name) {
         Ok(app) => app,
         Err(rpaas::Error::NotFound { .. }) => host.deploy(&spec)?,

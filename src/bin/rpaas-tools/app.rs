@@ -190,7 +190,17 @@ fn run_verb(g: &Global, given: Explicit, args: AppArgs) -> anyhow::Result<i32> {
         }
         _ => None,
     };
+    check_names(&args.verb)?;
     let host = Host::open(cfg)?;
+    // A verb on an app that is not there says so before it takes the app's
+    // lock (which would make the app's directory).
+    match &args.verb {
+        AppVerb::Scale { name, .. } => drop(host.app(name)?),
+        AppVerb::Restart { instance } | AppVerb::Recreate { instance } => {
+            drop(host.app(app_of(instance).unwrap_or_default())?)
+        }
+        _ => {}
+    }
     match args.verb {
         AppVerb::Deploy { .. } => {
             let spec = spec.context("no spec")?;
@@ -285,6 +295,30 @@ fn run_verb(g: &Global, given: Explicit, args: AppArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `<app>` of an instance name `<app>-<n>`.
+fn app_of(instance: &str) -> Option<&str> {
+    let (app, n) = instance.rsplit_once('-')?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(app)
+}
+
+/// App and instance names from the command line become paths under the data
+/// root: they are checked as a spec's `name` is before anything is opened.
+fn check_names(verb: &AppVerb) -> anyhow::Result<()> {
+    let app = |name: &str| {
+        rpaas::app::spec::validate_app_name(name).with_context(|| format!("app {name:?}"))
+    };
+    match verb {
+        AppVerb::Scale { name, .. } | AppVerb::Inspect { name, .. } | AppVerb::Rm { name } => {
+            app(name)
+        }
+        AppVerb::Restart { instance } | AppVerb::Recreate { instance } => match app_of(instance) {
+            Some(a) => app(a),
+            None => anyhow::bail!("instance {instance:?}: not <app>-<n>"),
+        },
+        _ => Ok(()),
+    }
 }
 
 fn sorted(v: &[String]) -> Vec<String> {
