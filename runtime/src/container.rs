@@ -81,6 +81,47 @@ impl Container {
         &self.state.id
     }
 
+    /// `delete [--force] ID` by id: also removes what a create killed before
+    /// its first state write left (a state dir with no state.json, which
+    /// [`Container::load`] reports as not found). Succeeds only when the
+    /// container's state dir and everything it recorded are gone.
+    pub fn delete_id(root: &Path, id: &str, force: bool) -> Result<()> {
+        crate::state::validate_id(id)?;
+        let dir = Dir::new(root, id);
+        if !dir.path.is_dir() {
+            return Err(Error::NotFound { id: id.to_string() });
+        }
+        let lock = Lock::try_take(&dir.lock_file())?;
+        let lock = match lock {
+            Some(l) => l,
+            // Held (a create, start or delete at work: wait for it), or no
+            // lock file (an earlier build's create): take it the usual way.
+            None => match dir.lock() {
+                Ok(l) => l,
+                Err(_) if !dir.path.is_dir() => return Err(Error::NotFound { id: id.to_string() }),
+                Err(e) => return Err(e),
+            },
+        };
+        match dir.read_state() {
+            Ok(state) => Container {
+                root: root.to_path_buf(),
+                dir,
+                state,
+            }
+            .delete_locked(lock, force),
+            Err(_) if !dir.path.is_dir() => Err(Error::NotFound { id: id.to_string() }),
+            // Killed before its first state write: nothing else was made yet.
+            Err(_) if !dir.state_file().exists() => crate::state::remove_state_dir(&dir.path),
+            Err(e) => Err(Error::State {
+                id: id.to_string(),
+                reason: format!(
+                    "state unreadable, not deleted (its processes and cgroup may be alive): {}",
+                    e.chain()
+                ),
+            }),
+        }
+    }
+
     pub fn cgroup(&self) -> Option<Cgroup> {
         let path = self.state.cgroup_path.as_deref()?;
         Cgroup::new(&self.state.id, Some(path)).ok()
@@ -107,10 +148,18 @@ impl Container {
                 _ => Status::Stopped,
             };
         }
-        if self.live_init().is_none() {
+        self.status_after_create()
+    }
+
+    /// The status of a container whose create finished (phase created or running).
+    fn status_after_create(&self) -> Status {
+        let Some(init) = self.live_init() else {
             return Status::Stopped;
-        }
-        if self.state.phase == Phase::Created && self.dir.fifo().exists() {
+        };
+        if self.state.phase == Phase::Created
+            && self.dir.fifo().exists()
+            && !self.init_has_execd(&init)
+        {
             return Status::Created;
         }
         if self
@@ -123,8 +172,33 @@ impl Container {
         Status::Running
     }
 
+    /// Whether init has left the runtime's code (passed the start fifo and
+    /// exec'd): its executable is no longer the one recorded at create. A
+    /// `start` killed after init consumed the fifo byte leaves phase
+    /// "created" and the fifo behind; this is what tells the truth then.
+    /// Unknown (states of earlier builds, unreadable exe): false.
+    pub fn init_has_execd(&self, init: &ProcessId) -> bool {
+        match (self.state.init_exe, crate::state::FileId::exe_of(init.pid)) {
+            (Some(recorded), Some(now)) => recorded != now && init.is_alive(),
+            _ => false,
+        }
+    }
+
     pub fn exit_record(&self) -> Result<Option<ExitRecord>> {
         self.dir.read_exit()
+    }
+
+    /// Keeper mode only: the keeper is gone without an exit record, so the
+    /// container's exit status is lost (it was killed, e.g. SIGKILL or OOM).
+    pub fn exit_status_lost(&self) -> bool {
+        let Some(keeper) = self.state.keeper else {
+            return false;
+        };
+        if keeper.is_alive() && !self.is_stale() {
+            return false;
+        }
+        // The keeper writes the record before it exits: read after the check.
+        matches!(self.exit_record(), Ok(None))
     }
 
     /// The OCI state plus rpaas's extras (exit status, keeper pid).
@@ -155,6 +229,8 @@ impl Container {
             }
             v["oomKilled"] = exit.oom_killed.into();
             v["finishedAt"] = exit.finished_at.into();
+        } else if self.exit_status_lost() {
+            v["exitStatusUnknown"] = "keeper died".into();
         }
         v
     }
@@ -171,6 +247,11 @@ impl Container {
         let _lock = self.dir.lock()?;
         self.state = self.dir.read_state()?;
         let status = self.status();
+        if matches!(status, Status::Running | Status::Paused) {
+            // Started already (perhaps by a start killed before it could
+            // record it): fail fast, as runc does, and record what is true.
+            return Err(self.already_running());
+        }
         if status != Status::Created {
             return Err(self.wrong_state("start", status));
         }
@@ -199,7 +280,7 @@ impl Container {
                 },
             ];
             // SAFETY: polling two fds we own (a negative one is ignored).
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
             if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
@@ -214,6 +295,11 @@ impl Container {
                     id: self.state.id.clone(),
                     reason: "init exited before start".into(),
                 });
+            }
+            // Someone else's start took the byte (and was killed before it
+            // recorded it): no byte will come, init runs the program.
+            if self.init_has_execd(&init) {
+                return Err(self.already_running());
             }
         }
         let _ = std::fs::remove_file(&fifo_path);
@@ -346,8 +432,14 @@ impl Container {
     /// with it every process is killed first. Removing twice is not an error
     /// with `force`.
     pub fn delete(self, force: bool) -> Result<()> {
-        let _lock = self.dir.lock()?;
-        let status = self.status();
+        let lock = self.dir.lock()?;
+        self.delete_locked(lock, force)
+    }
+
+    /// [`Container::delete`] with the container's lock already held by the
+    /// caller (`gc`): a create that held it is dead, whatever the phase says.
+    pub fn delete_locked(self, _lock: Lock, force: bool) -> Result<()> {
+        let status = self.status_locked();
         match status {
             Status::Stopped | Status::Created => {}
             Status::Creating if force => {}
@@ -369,13 +461,17 @@ impl Container {
         failpoint::crash("delete::killed");
         self.undo_steps()?;
         failpoint::crash("delete::cgroup-removed");
-        std::fs::remove_dir_all(&self.dir.path).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(Error::io("remove state dir", &self.dir.path, e))
-            }
-        })
+        crate::state::remove_cgroup_marker(&self.root, &self.state.id)?;
+        crate::state::remove_state_dir(&self.dir.path)
+    }
+
+    /// The status while the caller holds the container's lock: a create
+    /// that held it is gone (it would still hold it), so "creating" is stopped.
+    pub(crate) fn status_locked(&self) -> Status {
+        match self.state.phase {
+            Phase::Creating => Status::Stopped,
+            _ => self.status_after_create(),
+        }
     }
 
     /// SIGKILL init and everything in the cgroup (thawed first, or the kill
@@ -401,9 +497,24 @@ impl Container {
             );
         }
         // The keeper writes the exit record right after init's death: let it
-        // finish, or it would race with the removal of the state dir.
+        // finish, or it would race with the removal of the state dir. One
+        // that does not finish in time (starved, stopped) writes nothing more.
         if let Some(k) = self.state.keeper.filter(|k| k.is_alive()) {
-            hooks::wait_exit(k.pid, 2000);
+            if !hooks::wait_exit(k.pid, 2000) {
+                if let Some(fd) = hooks::pidfd_open(k.pid).filter(|_| k.is_alive()) {
+                    // SAFETY: pidfd_send_signal on a pidfd we own.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            fd.as_raw_fd(),
+                            libc::SIGKILL,
+                            std::ptr::null::<libc::siginfo_t>(),
+                            0,
+                        )
+                    };
+                    hooks::wait_exit(k.pid, 2000);
+                }
+            }
         }
         // Processes leave the cgroup asynchronously after SIGKILL.
         if let Some(cg) = &cg {
@@ -439,6 +550,20 @@ impl Container {
             }
         }
         Ok(())
+    }
+
+    /// The error of a second `start`; first records the truth (phase
+    /// running, no fifo) if a killed start left "created" behind.
+    fn already_running(&mut self) -> Error {
+        if self.state.phase != Phase::Running {
+            let _ = std::fs::remove_file(self.dir.fifo());
+            self.state.phase = Phase::Running;
+            let _ = self.dir.write_state(&self.state);
+        }
+        Error::State {
+            id: self.state.id.clone(),
+            reason: "cannot start: container is already running".into(),
+        }
     }
 
     fn wrong_state(&self, what: &str, status: Status) -> Error {

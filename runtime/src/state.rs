@@ -134,6 +134,33 @@ pub struct State {
     /// /proc/sys/kernel/random/boot_id at create: a state from another boot is stale.
     #[serde(default)]
     pub boot_id: String,
+    /// The file init runs while it waits for `start` (the runtime's own
+    /// executable): once init's /proc/<pid>/exe is another file, init has
+    /// passed the start fifo and exec'd, whatever the phase says (a `start`
+    /// killed after init consumed the fifo byte never wrote "running").
+    /// Absent in states of earlier builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_exe: Option<FileId>,
+}
+
+/// A file's identity (device and inode), e.g. of a process's executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The executable `pid` runs now (None if the process is gone or unreadable).
+    pub fn exe_of(pid: i32) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|m| FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+    }
 }
 
 /// How a container's init ended: `<root>/<id>/exit`, written by the keeper
@@ -221,6 +248,148 @@ impl Dir {
     pub fn lock(&self) -> Result<Lock> {
         Lock::take(&self.lock_file())
     }
+
+    /// Claim the id for a create: the state dir appears under its name with
+    /// its lock file already in it and held, so no one (`gc` above all) ever
+    /// sees a container dir a live create does not visibly own. Made under a
+    /// temporary name (`#new-…`, never a valid id) and renamed into place
+    /// without replacing anything; an existing id is [`Error::Exists`].
+    pub fn claim(root: &Path, id: &str) -> Result<(Dir, Lock)> {
+        use std::os::unix::fs::DirBuilderExt;
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let tmp = root.join(format!(
+            "{TMP_PREFIX}{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(|e| Error::io("create state dir", &tmp, e))?;
+        let lock = match Lock::take(&tmp.join("lock")) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        let dir = Dir::new(root, id);
+        if let Err(e) = rename_noreplace(&tmp, &dir.path) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Exists { id: id.to_string() }
+            } else {
+                Error::io("create state dir", &dir.path, e)
+            });
+        }
+        Ok((dir, lock))
+    }
+}
+
+/// Name prefix of a state dir being made by [`Dir::claim`] ('#' is never in an id).
+pub const TMP_PREFIX: &str = "#new-";
+
+/// Name prefix of the files that record, in the state root, the cgroup each
+/// container of this root made: `<root>/#cgroup.<id>` holds its cgroup path.
+/// `gc` collects an orphan cgroup (no state names it any more) only when such
+/// a marker proves this root made it: cgroupfs has no xattrs to record the
+/// owner in the cgroup itself, and a cgroup named `/rpaas-<id>` may as well
+/// belong to a stopped container of another state root.
+pub const CGROUP_MARKER_PREFIX: &str = "#cgroup.";
+
+/// The marker file of container `id`'s cgroup under `root`.
+pub fn cgroup_marker(root: &Path, id: &str) -> PathBuf {
+    root.join(format!("{CGROUP_MARKER_PREFIX}{id}"))
+}
+
+/// Record that this root made (or adopted) cgroup `path` for container `id`.
+/// Written whole or not at all (a cut path could name another cgroup), through
+/// a temp file whose name `gc` never reads as a marker.
+pub fn write_cgroup_marker(root: &Path, id: &str, path: &str) -> Result<()> {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let tmp = root.join(format!(
+        "{MARKER_TMP_PREFIX}{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let marker = cgroup_marker(root, id);
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(path.as_bytes())?;
+        std::fs::rename(&tmp, &marker)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("write cgroup marker", &marker, e)
+    })
+}
+
+/// Name prefix of a marker being written (a file; '#' is never in an id).
+pub const MARKER_TMP_PREFIX: &str = "#tmp-";
+
+/// Forget the marker of `id` (gone already is fine).
+pub fn remove_cgroup_marker(root: &Path, id: &str) -> Result<()> {
+    let p = cgroup_marker(root, id);
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", p, e)),
+    }
+}
+
+/// rename(2) that fails with EEXIST instead of replacing `to` (an empty
+/// directory would be replaced by a plain rename).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Remove a state dir and everything in it; succeeds only when it is gone.
+/// A writer that does not take the lock (the keeper's exit record or log, a
+/// `run` recording the exit) may add a file while it is emptied: retried.
+pub fn remove_state_dir(dir: &Path) -> Result<()> {
+    let mut last = None;
+    for _ in 0..100 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(Error::io("remove state dir", dir, e)),
+        }
+    }
+    Err(Error::io(
+        "remove state dir",
+        dir,
+        last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::ENOTEMPTY)),
+    ))
 }
 
 /// Older state formats read by this build; version 0 had no `version` field.
@@ -248,7 +417,9 @@ impl Lock {
         self._file.as_raw_fd()
     }
 
-    /// Take the lock only if nobody holds it (None when held).
+    /// Take the lock only if nobody holds it (None when held, or when the
+    /// lock file does not exist: it is never created here, so that this
+    /// cannot add a file to a state dir someone is removing).
     pub fn try_take(path: &Path) -> Result<Option<Lock>> {
         let file = match OpenOptions::new()
             .write(true)
@@ -259,6 +430,21 @@ impl Lock {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("open lock", path, e)),
         };
+        // SAFETY: flock on an fd we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        Ok((rc == 0).then_some(Lock { _file: file }))
+    }
+
+    /// Like [`Lock::try_take`], creating the lock file if it is missing.
+    pub fn try_take_creating(path: &Path) -> Result<Option<Lock>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io("open lock", path, e))?;
         // SAFETY: flock on an fd we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         Ok((rc == 0).then_some(Lock { _file: file }))

@@ -51,6 +51,9 @@ pub struct CreateOptions {
 
 /// What a successful create leaves: the state on disk.
 pub fn create(opts: &CreateOptions) -> Result<State> {
+    // First, before this process opens any fd of its own: the fds to pass
+    // must be the caller's, or init would inherit the runtime's (the lock).
+    check_preserved_fds(opts.preserve_fds)?;
     state::validate_id(&opts.id)?;
     let bundle = std::fs::canonicalize(&opts.bundle)
         .map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
@@ -83,17 +86,9 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         .mode(0o700)
         .create(&opts.root)
         .map_err(|e| Error::io("create state root", &opts.root, e))?;
-    let dir = Dir::new(&opts.root, &opts.id);
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir.path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::Exists {
-                id: opts.id.clone(),
-            })
-        }
-        Err(e) => return Err(Error::io("create state dir", &dir.path, e)),
-    }
-    let lock = dir.lock()?;
+    // The dir appears with its lock held (gc never sees it unowned).
+    let (dir, lock) = Dir::claim(&opts.root, &opts.id)?;
+    above_preserved(lock.raw_fd(), opts.preserve_fds, "the container lock")?;
     let mut st = State {
         version: state::STATE_VERSION,
         oci_version: state::OCI_VERSION.into(),
@@ -111,6 +106,7 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         steps: Vec::new(),
         log_to_file: opts.keeper && opts.log_to_file,
         boot_id: state::boot_id(),
+        init_exe: None,
     };
     let mut undo = Undo {
         dir: &dir,
@@ -127,6 +123,9 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
             .map(|p| p.to_string_lossy())
             .as_deref(),
     )?;
+    // A cgroup that already holds processes is not ours to take: pause would
+    // freeze them and delete --force would kill them (runc leaves them be).
+    refuse_busy_cgroup(&cg)?;
     st.cgroup_path = Some(cg.path().to_string());
     st.steps.push(Step::Cgroup {
         path: cg.path().to_string(),
@@ -134,6 +133,8 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     state::write_atomic(&dir.config_copy(), &config_bytes)?;
     dir.write_state(&st)?;
     failpoint::crash("create::state-written");
+    // This root's proof that it made the cgroup (gc collects only such orphans).
+    state::write_cgroup_marker(&opts.root, &opts.id, cg.path())?;
     failpoint::crash("create::cgroup-recorded");
     // Armed before mkdir: a create failing halfway leaves dirs in some hierarchies only.
     undo.cgroup = Some(cg.clone());
@@ -174,6 +175,17 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
         .transpose()?;
     failpoint::crash("create::fifo-made");
     let dmz = security::Dmz::new()?;
+
+    for (fd, what) in [(fifo.as_raw_fd(), "the start fifo"), (dmz.raw(), "the dmz")]
+        .into_iter()
+        .chain(
+            console
+                .as_ref()
+                .map(|c| (c.as_raw_fd(), "the console socket")),
+        )
+    {
+        above_preserved(fd, opts.preserve_fds, what)?;
+    }
 
     let ctx = Spawn {
         opts,
@@ -226,6 +238,9 @@ impl Spawn<'_> {
             namespaces::join(CloneFlags::CLONE_NEWPID, path)?;
         }
         let (parent_end, child_end) = sync::pair()?;
+        for ch in [&parent_end, &child_end] {
+            above_preserved(ch.raw(), self.opts.preserve_fds, "the init sync socket")?;
+        }
         let userns = self.ns.new.contains(CloneFlags::CLONE_NEWUSER);
         // Namespaces made by clone itself; cgroup and time come later in init
         // (after joining the cgroup, resp. because time offsets apply at exec).
@@ -338,6 +353,8 @@ fn commit(
         msg: "init exited during setup".into(),
     })?;
     st.init = Some(id);
+    // What init runs until it passes the start fifo: the runtime itself.
+    st.init_exe = state::FileId::exe_of(pid);
     st.keeper = keeper;
     st.phase = Phase::Created;
     st.namespaces = ctx
@@ -487,6 +504,78 @@ fn keeper_child(
     keeper::run(dir, init_pid, ctx.cgroup, readers, ctx.opts.log_max_size)
 }
 
+/// `--preserve-fds N` passes fds 3..3+N: each must be open in the caller.
+/// Checked before the runtime opens anything, so the lowest free fds the
+/// runtime gets afterwards are all above the range and none of its own (the
+/// per-container lock above all: init holding it blocks `start` and `delete`
+/// forever) can be passed to init in place of a missing one.
+fn check_preserved_fds(n: i32) -> Result<()> {
+    const FIELD: &str = "--preserve-fds";
+    if n < 0 {
+        return Err(Error::spec(FIELD, format!("{n} is negative")));
+    }
+    let missing: Vec<i32> = (3..3i32.saturating_add(n))
+        .filter(|&fd| {
+            // SAFETY: F_GETFD only reads the flags of an fd number.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            flags < 0
+        })
+        .take(8)
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(Error::spec(
+            FIELD,
+            format!(
+                "{n} asks for fds 3..={} but fd {first} is not open{} (pass exactly the fds to preserve)",
+                2 + n,
+                if missing.len() > 1 {
+                    format!(" (nor {:?})", &missing[1..])
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A runtime fd init holds while it sets up must not be in the preserved
+/// range (it would reach the container); [`check_preserved_fds`] makes this
+/// hold, this says so if something opened an fd before it.
+fn above_preserved(fd: i32, n: i32, what: &str) -> Result<()> {
+    if fd < 3 + n {
+        return Err(Error::spec(
+            "--preserve-fds",
+            format!(
+                "{n}: {what} got fd {fd}, inside the preserved range 3..={}",
+                2 + n
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse a cgroup (linux.cgroupsPath) that already holds processes.
+fn refuse_busy_cgroup(cg: &Cgroup) -> Result<()> {
+    if !cg.exists() {
+        return Ok(());
+    }
+    let pids = cg.pids().unwrap_or_default();
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<i32> = pids.iter().copied().take(5).collect();
+    Err(Error::spec(
+        "linux.cgroupsPath",
+        format!(
+            "cgroup {} already holds {} process(es) (pids {shown:?}{}): a container needs a cgroup of its own",
+            cg.path(),
+            pids.len(),
+            if pids.len() > shown.len() { ", …" } else { "" }
+        ),
+    ))
+}
+
 /// Undo what a failed create made, in reverse order.
 struct Undo<'a> {
     dir: &'a Dir,
@@ -511,6 +600,9 @@ impl Drop for Undo<'_> {
                 );
             }
             let _ = cg.destroy();
+        }
+        if let (Some(root), Some(id)) = (self.dir.path.parent(), self.dir.path.file_name()) {
+            let _ = state::remove_cgroup_marker(root, &id.to_string_lossy());
         }
         let _ = std::fs::remove_dir_all(&self.dir.path);
     }

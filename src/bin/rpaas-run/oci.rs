@@ -192,11 +192,8 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
             kill(&Container::load(root, &id)?, sig, all)?;
             Ok(0)
         }
-        OciCommand::Delete { force, id } => match Container::load(root, &id) {
-            Ok(c) => {
-                c.delete(force)?;
-                Ok(0)
-            }
+        OciCommand::Delete { force, id } => match Container::delete_id(root, &id, force) {
+            Ok(()) => Ok(0),
             Err(rpaas_runtime::Error::NotFound { .. }) if force => Ok(0),
             Err(e) => Err(e.into()),
         },
@@ -257,6 +254,9 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
         OciCommand::Wait { id } => {
             let c = Container::load(root, &id)?;
             let rec = c.wait(None)?;
+            if rec.is_none() && c.exit_status_lost() {
+                bail!("container {id}: exit status unknown: keeper died");
+            }
             // Like `podman wait`: the record is printed, the command itself succeeds.
             println!("{}", serde_json::to_string(&rec)?);
             Ok(0)
