@@ -40,10 +40,10 @@ cleanup() {
 }
 [ -n "${DEMO_KEEP:-}" ] || trap cleanup EXIT
 
-# The addresses of the app's instances, from `app inspect --json`.
+# The addresses of the app's instances: the IP column of `app inspect`.
 ips() {
-  "$RUN" --root "$state" app --host-config "$work/host.json" inspect demo-web --json |
-    python3 -c 'import json,sys; print(" ".join(i["ip"].split("/")[0] for i in json.load(sys.stdin)["instances"] if i.get("ip")))'
+  "$RUN" --root "$state" app --host-config "$work/host.json" inspect demo-web |
+    awk 'NR > 2 && $4 != "-" { split($4, a, "/"); print a[1] }'
 }
 
 # GET / of every instance from the other machine (each may take a moment to listen).
@@ -52,7 +52,8 @@ reach_all() {
   for ip in $(ips); do
     body=""
     for _ in $(seq 50); do
-      body=$(peer python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=1).read().decode().strip())' "http://$ip:8080/" 2>/dev/null) && break
+      # (busybox wget's own -T crashes in busybox 1.35: coreutils' timeout instead)
+      body=$(peer timeout 2 busybox wget -q -O- "http://$ip:8080/" 2>/dev/null) && break
       sleep 0.1
     done
     [ -n "$body" ] || { echo "no answer from $ip" >&2; return 1; }
@@ -117,7 +118,7 @@ cat >"$work/host.json" <<JSON
   "snapshotter": {"kind": "overlay"},
   "network": {
     "mode": "bridge", "bridge": "rpdemo0", "hostNetns": "/run/netns/rpaas-demo-lan",
-    "subnet": {"addr": "10.231.0.0", "prefix": 24}, "gateway": "10.231.0.1",
+    "subnet": "10.231.0.0/24", "gateway": "10.231.0.1",
     "pool": {"first": "10.231.0.10", "last": "10.231.0.99"}
   },
   "sysctls": {"net.core.somaxconn": "1024"}
@@ -165,7 +166,7 @@ for _ in $(seq 100); do
   [ -e "$data/apps/demo-web/instances/3.json" ] && break
   sleep 0.02
 done
-sleep 0.3
+sleep 0.15
 kill -9 "$agent" 2>/dev/null || true
 wait "$agent" 2>/dev/null || true
 echo "killed the agent (pid $agent) with SIGKILL; what it left:"
