@@ -49,7 +49,10 @@ fn parse_args() -> Result<Args, String> {
                 scale = Some(v.parse().map_err(|_| format!("--scale {v}: not a count"))?);
             }
             "--keep" => keep = true,
-            "-h" | "--help" => return Err(USAGE.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             other => return Err(format!("unknown argument {other:?} ({USAGE})")),
         }
     }
