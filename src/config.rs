@@ -33,8 +33,10 @@ pub struct HostConfig {
     pub network: Option<HostNetwork>,
     #[serde(default)]
     pub numa: HostNuma,
-    /// Default rlimits of every instance (the app's own win).
-    #[serde(default = "default_rlimits")]
+    /// Default rlimits of every instance (the app's own win). `nofile`
+    /// defaults to the agent's own hard limit, as under Docker a container
+    /// inherits the daemon's: a runtime without CAP_SYS_RESOURCE cannot go above it.
+    #[serde(default)]
     pub rlimits: BTreeMap<String, Rlimit>,
     /// Default `net.*` sysctls of every instance netns, over netsetup's
     /// keepalive defaults (300/30/5).
@@ -63,10 +65,6 @@ fn default_parallel() -> usize {
     4
 }
 
-fn default_rlimits() -> BTreeMap<String, Rlimit> {
-    [("nofile".to_string(), Rlimit::Both(65536))].into()
-}
-
 impl Default for HostConfig {
     fn default() -> HostConfig {
         HostConfig {
@@ -76,7 +74,7 @@ impl Default for HostConfig {
             snapshotter: SnapshotterConfig::default(),
             network: None,
             numa: HostNuma::default(),
-            rlimits: default_rlimits(),
+            rlimits: BTreeMap::new(),
             sysctls: BTreeMap::new(),
             log_size_max: 0,
             parallel: default_parallel(),
@@ -114,6 +112,7 @@ pub struct HostNetwork {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub macvlan_mode: Option<MacvlanMode>,
     /// The LAN's prefix, e.g. `10.231.0.0/24`.
+    #[serde(with = "crate::app::cidr")]
     pub subnet: IpCidr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,

@@ -7,19 +7,23 @@ mod common;
 
 use common::*;
 use rpaas::{Check, Host, HostConfig, Status};
+use std::path::Path;
 use std::time::Duration;
 
-fn host(root: &StateRoot) -> Host {
-    Host::new(HostConfig {
-        root: root.path().to_path_buf(),
-        runtime: rpaas_run_bin(),
-        log_size_max: 0,
+fn host(root: &StateRoot, data: &Path) -> Host {
+    Host::open(HostConfig {
+        state_root: root.path().to_path_buf(),
+        data_root: data.to_path_buf(),
+        runtime: Some(rpaas_run_bin()),
+        ..HostConfig::default()
     })
+    .expect("open host")
 }
 
 #[test]
 fn threads_run_check_and_stop_apps() {
     let root = state_root();
+    let data = tempfile::tempdir().unwrap();
     let ids: Vec<String> = (0..4).map(|_| unique_id("host")).collect();
     let bundles: Vec<Bundle> = ids
         .iter()
@@ -35,13 +39,13 @@ fn threads_run_check_and_stop_apps() {
     // Four agent threads create at once: the library forks nothing itself.
     std::thread::scope(|s| {
         for (id, b) in ids.iter().zip(&bundles) {
-            let h = host(&root);
+            let h = host(&root, data.path());
             s.spawn(move || h.run(id, b.path()).expect("run"));
         }
     });
 
     // A new Host (the agent restarted) sees them all running, with keepers.
-    let h = host(&root);
+    let h = host(&root, data.path());
     let listed: Vec<String> = h
         .list()
         .unwrap()
@@ -112,10 +116,16 @@ fn threads_run_check_and_stop_apps() {
     assert!(h.health(id, &bad).unwrap_err().to_string().contains("404"));
 
     // Logins: the app user and root.
-    let (code, out) = h.exec(id, Some("1000:1000"), &["id", "-u"]).unwrap();
-    assert_eq!((code, out.trim()), (0, "1000"));
-    let (code, out) = h.exec(id, Some("0"), &["id", "-u"]).unwrap();
-    assert_eq!((code, out.trim()), (0, "0"));
+    let out = h.exec(id, Some("1000:1000"), &["id", "-u"]).unwrap();
+    assert_eq!((out.code, out.stdout.trim()), (0, "1000"));
+    let out = h.exec(id, Some("0"), &["id", "-u"]).unwrap();
+    assert_eq!((out.code, out.stdout.trim()), (0, "0"));
+    // The command ran and exited 3: an outcome, not an error.
+    let out = h.exec(id, None, &["sh", "-c", "exit 3"]).unwrap();
+    assert_eq!(out.code, 3);
+    // The runtime could not run it at all: an error, not an exit code.
+    let err = h.exec(id, None, &["/no/such/program"]).unwrap_err();
+    assert!(err.to_string().contains("/no/such/program"), "{err}");
 
     let stats = h.stats(id).unwrap().expect("cgroup stats");
     let json = serde_json::to_value(&stats).unwrap();

@@ -210,13 +210,17 @@ impl Inner {
             // Chosen and recorded under the host lock, before it is used: the
             // pool never hands it out twice (instances come up in parallel).
             let _lock = self.records.lock_host()?;
-            rec.address = Some(self.choose_address(spec, rec)?);
+            let used = self.records.used_addresses()?;
+            rec.address = Some(self.choose_address(spec, rec, &used)?);
             self.records.save_instance(rec)?;
         }
         let dir = self.netns_dir();
         let path = self.netns_path(&rec.name);
-        rpaas_netsetup::pin::prepare_dir(&dir)?;
         if !rpaas_netsetup::pin::is_pinned(&path) {
+            // The directory's shared mount is made with its first netns and
+            // goes with its last (`detach`): both under the host lock.
+            let _host = self.records.lock_host()?;
+            rpaas_netsetup::pin::prepare_dir(&dir)?;
             rpaas_netsetup::pin::remove(&path)?;
             rpaas_netsetup::pin::create(&path)?;
         }
@@ -230,7 +234,7 @@ impl Inner {
             .or_else(|| net.and_then(|n| n.gateway))
             .into_iter()
             .collect();
-        a.routes = spec.network.routes.clone();
+        a.routes = spec.network.routes.iter().map(|&r| r.into()).collect();
         a.mtu = spec.network.mtu.or_else(|| net.and_then(|n| n.mtu));
         a.sysctls = self.config.sysctls.clone();
         a.sysctls.extend(spec.network.sysctls.clone());
@@ -297,12 +301,12 @@ impl Inner {
 
     /// The spec's address for this instance, or the pool's lowest free one.
     /// The caller holds the host lock until the choice is recorded.
-    fn choose_address(
+    pub(crate) fn choose_address(
         &self,
         spec: &AppSpec,
         rec: &InstanceRecord,
+        used: &std::collections::HashSet<std::net::IpAddr>,
     ) -> Result<rpaas_netsetup::IpCidr> {
-        let used = self.records.used_addresses()?;
         if !spec.network.addresses.is_empty() {
             let i = (rec.n - 1) as usize;
             let a = *spec.network.addresses.get(i).ok_or_else(|| Error::Spec {
@@ -324,7 +328,7 @@ impl Inner {
             field: "network.addresses".into(),
             reason: "none given, and the host config has no address pool".into(),
         })?;
-        crate::app::pool::allocate(net, &used)
+        crate::app::pool::allocate(net, used)
     }
 
     pub(crate) fn detach(&self, rec: &InstanceRecord) -> Result<()> {
@@ -339,7 +343,19 @@ impl Inner {
         // with its netns. Either way the pinned file is the last thing.
         rpaas_netsetup::detach(target.as_ref(), host_ns.as_ref(), &rec.name)?;
         drop(target);
+        let _host = self.records.lock_host()?;
         rpaas_netsetup::pin::remove(&path)?;
+        self.release_netns_dir()
+    }
+
+    /// Unmount the netns directory once no netns is left in it (call with the
+    /// host lock held).
+    pub(crate) fn release_netns_dir(&self) -> Result<()> {
+        let dir = self.netns_dir();
+        let empty = std::fs::read_dir(&dir).map_or(true, |mut rd| rd.next().is_none());
+        if empty {
+            rpaas_netsetup::pin::release_dir(&dir)?;
+        }
         Ok(())
     }
 

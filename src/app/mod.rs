@@ -2,6 +2,7 @@
 //! network, NUMA placement and the runtime (the one place that composes them).
 
 pub mod build;
+pub(crate) mod cidr;
 mod failpoint;
 mod instance;
 mod ops;

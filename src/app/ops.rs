@@ -141,6 +141,37 @@ impl Inner {
         self.new_record(app, n)
     }
 
+    /// Records of new instances `ns`, with their addresses chosen in instance
+    /// order under one hold of the host lock, and written before anything
+    /// else is made (the pool never hands an address out twice).
+    fn new_records(&self, spec: &AppSpec, ns: &[u32]) -> Result<Vec<InstanceRecord>> {
+        let mut recs: Vec<InstanceRecord> =
+            ns.iter().map(|&n| self.new_record(&spec.name, n)).collect();
+        if self.net_mode(spec)?.is_none() {
+            return Ok(recs);
+        }
+        let _host = self.records.lock_host()?;
+        let mut used = self.records.used_addresses()?;
+        let mut chosen = Vec::new();
+        for r in &mut recs {
+            match self.choose_address(spec, r, &used) {
+                Ok(a) => {
+                    used.insert(a.addr);
+                    r.address = Some(a);
+                    chosen.push(r.clone());
+                }
+                Err(e) => {
+                    for c in &chosen {
+                        self.records.drop_instance(&c.app, c.n)?;
+                    }
+                    return Err(e.at_step(&spec.name, &r.name, "network"));
+                }
+            }
+            self.records.save_instance(r)?;
+        }
+        Ok(recs)
+    }
+
     /// Bring up instances `ns` of the app, `parallel` at a time. All or none:
     /// when one fails, those that came up are torn down again.
     fn add_instances(
@@ -149,8 +180,8 @@ impl Inner {
         img: &Prepared,
         ns: &[u32],
     ) -> Result<Vec<InstanceRecord>> {
-        let results = self.in_parallel(ns, |n| {
-            let mut rec = self.new_record(&spec.name, n);
+        let recs = self.new_records(spec, ns)?;
+        let results = self.in_parallel(&recs, |mut rec| {
             self.bring_up(spec, img, &mut rec).map(|()| rec)
         });
         let mut up = Vec::new();

@@ -99,7 +99,11 @@ pub struct InstanceRecord {
     /// Steps begun, in order (a step is listed before it is done).
     pub steps: Vec<Step>,
     /// Its address, chosen before the network step and kept for its life.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::app::cidr::opt"
+    )]
     pub address: Option<IpCidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,

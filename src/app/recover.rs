@@ -232,10 +232,9 @@ impl Host {
         }
         report.runtime = rpaas_runtime::gc::gc(&i.config.state_root, false)?;
         // The shared netns directory mount goes with its last netns.
-        if read_names(&i.netns_dir()).is_empty() {
-            if let Err(e) = rpaas_netsetup::pin::release_dir(&i.netns_dir()) {
-                report.errors.push(e.to_string());
-            }
+        let _host = i.records.lock_host()?;
+        if let Err(e) = i.release_netns_dir() {
+            report.errors.push(e.to_string());
         }
         Ok(report)
     }

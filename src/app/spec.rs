@@ -155,17 +155,39 @@ pub struct NetworkSpec {
     pub macvlan_mode: Option<MacvlanMode>,
     /// One address per instance, in instance order (`<name>-1` gets the first);
     /// empty: taken from the host's pool.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "crate::app::cidr::list"
+    )]
     pub addresses: Vec<IpCidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<rpaas_netsetup::RouteSpec>,
+    pub routes: Vec<Route>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     /// `net.*` sysctls of the instance's netns, over the host's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sysctls: BTreeMap<String, String>,
+}
+
+/// An extra route of the instance: `dest` (an address with prefix) via `via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(with = "crate::app::cidr")]
+    pub dest: IpCidr,
+    pub via: IpAddr,
+}
+
+impl From<Route> for rpaas_netsetup::RouteSpec {
+    fn from(r: Route) -> Self {
+        rpaas_netsetup::RouteSpec {
+            dest: r.dest,
+            via: r.via,
+        }
+    }
 }
 
 /// An rlimit: one number for soft and hard, or both.

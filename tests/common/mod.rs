@@ -228,3 +228,4 @@ pub fn rpaas_ok(root: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+pub mod apps;
