@@ -289,7 +289,11 @@ impl Spawn<'_> {
                     security::set_oom_score_adj(Some(child), adj)?;
                 }
                 parent_end.send(&ParentMsg::Go)?;
-                let res = self.spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+                let res = self
+                    .spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.resources().as_ref());
                 loop {
                     // A reset connection is init dying too (killed with a reply unread).
                     let msg = match parent_end.recv::<ChildMsg>() {
@@ -508,11 +512,11 @@ fn keeper_child(
 /// Checked before the runtime opens anything, so the lowest free fds the
 /// runtime gets afterwards are all above the range and none of its own (the
 /// per-container lock above all: init holding it blocks `start` and `delete`
-/// forever) can be passed to init in place of a missing one.
-fn check_preserved_fds(n: i32) -> Result<()> {
-    const FIELD: &str = "--preserve-fds";
+/// forever) can be passed to the container in place of a missing one.
+/// `create`, `run` and `exec` call it first.
+pub fn check_preserved_fds(n: i32) -> Result<()> {
     if n < 0 {
-        return Err(Error::spec(FIELD, format!("{n} is negative")));
+        return Err(Error::Other(format!("--preserve-fds {n}: is negative")));
     }
     let missing: Vec<i32> = (3..3i32.saturating_add(n))
         .filter(|&fd| {
@@ -523,18 +527,15 @@ fn check_preserved_fds(n: i32) -> Result<()> {
         .take(8)
         .collect();
     if let Some(first) = missing.first() {
-        return Err(Error::spec(
-            FIELD,
-            format!(
-                "{n} asks for fds 3..={} but fd {first} is not open{} (pass exactly the fds to preserve)",
-                2 + n,
-                if missing.len() > 1 {
-                    format!(" (nor {:?})", &missing[1..])
-                } else {
-                    String::new()
-                }
-            ),
-        ));
+        return Err(Error::Other(format!(
+            "--preserve-fds {n}: fds 3..={} must be open in the caller, fd {first} is not{}",
+            2 + n,
+            if missing.len() > 1 {
+                format!(" (nor {:?})", &missing[1..])
+            } else {
+                String::new()
+            }
+        )));
     }
     Ok(())
 }
@@ -544,13 +545,10 @@ fn check_preserved_fds(n: i32) -> Result<()> {
 /// hold, this says so if something opened an fd before it.
 fn above_preserved(fd: i32, n: i32, what: &str) -> Result<()> {
     if fd < 3 + n {
-        return Err(Error::spec(
-            "--preserve-fds",
-            format!(
-                "{n}: {what} got fd {fd}, inside the preserved range 3..={}",
-                2 + n
-            ),
-        ));
+        return Err(Error::Other(format!(
+            "--preserve-fds {n}: {what} got fd {fd}, inside the preserved range 3..={}",
+            2 + n
+        )));
     }
     Ok(())
 }
