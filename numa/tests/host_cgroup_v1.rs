@@ -1,5 +1,6 @@
-//! Root tests on this host's real cgroup v1 hierarchies (one NUMA node). Skipped with a
-//! message where cpuset/memory v1 are not mounted (e.g. a pure v2 host: see vm_numa.rs).
+//! Root tests on this host's real cgroup v1 hierarchies (one NUMA node). They need cpuset and
+//! memory v1 mounted (this host's hybrid layout) and fail without them (a pure v2 host is
+//! tested by vm_numa.rs in the VM suite).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,13 +11,10 @@ use rpaas_numa::{
 
 const CG: &str = "/sys/fs/cgroup";
 
-fn v1_roots() -> Option<CgroupRoots> {
+fn v1_roots() -> CgroupRoots {
     match CgroupRoots::detect(Path::new(CG)) {
-        Ok(r @ CgroupRoots::V1 { .. }) => Some(r),
-        other => {
-            eprintln!("skipped: no cgroup v1 cpuset+memory here ({other:?})");
-            None
-        }
+        Ok(r @ CgroupRoots::V1 { .. }) => r,
+        other => panic!("needs cgroup v1 cpuset+memory (this host's layout), found {other:?}"),
     }
 }
 
@@ -88,7 +86,7 @@ fn read(p: PathBuf) -> String {
 
 #[test]
 fn apply_a_host_placement_and_allocate_locally() {
-    let Some(roots) = v1_roots() else { return };
+    let roots = v1_roots();
     let (mut guard, top) = Cleanup::new("alloc");
     // Two levels, like /rpaas/<id>: the empty v1 parent must be filled before the container.
     let cg = top.join("ctr");
@@ -165,7 +163,7 @@ fn apply_a_host_placement_and_allocate_locally() {
 
 #[test]
 fn a_cpuset_the_kernel_rejects_is_a_clear_error() {
-    let Some(roots) = v1_roots() else { return };
+    let roots = v1_roots();
     let (_guard, cg) = Cleanup::new("reject");
     let opts = ApplyOptions {
         create: true,
@@ -186,12 +184,9 @@ fn a_cpuset_the_kernel_rejects_is_a_clear_error() {
 
 #[test]
 fn moving_with_sub_cgroups_widens_then_narrows() {
-    let Some(roots) = v1_roots() else { return };
+    let roots = v1_roots();
     let host = IdSet::parse(&read(PathBuf::from(CG).join("cpuset/cpuset.cpus"))).unwrap();
-    if host.len() < 2 {
-        eprintln!("skipped: needs 2 cpus");
-        return;
-    }
+    assert!(host.len() >= 2, "needs 2 cpus in the root cpuset");
     let first: IdSet = host.iter().take(1).collect();
     let second: IdSet = host.iter().skip(1).take(1).collect();
     let mems = IdSet::parse("0").unwrap();
@@ -248,14 +243,13 @@ fn moving_with_sub_cgroups_widens_then_narrows() {
 
 #[test]
 fn observe_and_rebuild_from_a_real_cgroup() {
-    let Some(roots) = v1_roots() else { return };
+    let roots = v1_roots();
     let CgroupRoots::V1 {
         cpu: Some(cpu_root),
         ..
     } = &roots
     else {
-        eprintln!("skipped: no v1 cpu controller");
-        return;
+        panic!("needs the v1 cpu controller");
     };
     let (_guard, cg) = Cleanup::new("rebuild");
     let topo = Topology::discover(Path::new("/sys")).unwrap();

@@ -113,7 +113,7 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
-            let _ = child_end.send(&ChildMsg::Failed(err.chain()));
+            let _ = child_end.send(&ChildMsg::failed(err.chain()));
             // SAFETY: leave the child without the parent's destructors.
             unsafe { libc::_exit(127) }
         }

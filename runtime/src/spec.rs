@@ -156,6 +156,9 @@ pub fn rootfs_path(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
         .as_ref()
         .ok_or_else(|| Error::spec("root", "missing"))?;
     let p = root.path();
+    if p.as_os_str().is_empty() {
+        return Err(Error::spec("root.path", "is empty"));
+    }
     let abs = if p.is_absolute() {
         p.clone()
     } else {
@@ -217,6 +220,20 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if let Some(linux) = spec.linux() {
         if let Some(res) = linux.resources() {
             crate::cgroups::validate(res, "linux.resources")?;
+        }
+        // A relative entry ("", "./") would mask or freeze the rootfs itself.
+        for (name, paths) in [
+            ("linux.maskedPaths", linux.masked_paths()),
+            ("linux.readonlyPaths", linux.readonly_paths()),
+        ] {
+            for (i, p) in paths.iter().flatten().enumerate() {
+                if !p.starts_with('/') {
+                    return Err(Error::spec(
+                        format!("{name}[{i}]"),
+                        format!("{} is not an absolute path", crate::error::shown(p)),
+                    ));
+                }
+            }
         }
         if let Some(nss) = linux.namespaces() {
             let mut seen = Vec::new();

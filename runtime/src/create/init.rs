@@ -41,7 +41,7 @@ pub fn main(args: InitArgs, sync: Channel) -> ! {
         Err(e) => e,
     };
     // Before Commit the runtime reports it; after, only our stderr can.
-    if sync.send(&ChildMsg::Failed(err.chain())).is_err() {
+    if sync.send(&ChildMsg::failed(err.chain())).is_err() {
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
             format!("rpaas-run: container {}: {}\n", args.id, err.chain()).as_bytes(),
@@ -172,6 +172,8 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
     };
     let program = a.process.resolve_program()?;
     let env = a.process.full_env();
+    // linux.memoryPolicy: kept across execve, so set last (crate::mempolicy).
+    crate::mempolicy::apply(a.spec)?;
 
     // No fd of the runtime may reach the container: all but stdio, the
     // preserved ones and the two we still use are closed at execve.

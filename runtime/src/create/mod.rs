@@ -74,6 +74,9 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     )?;
     let ns = namespaces::Plan::from_spec(linux.and_then(|l| l.namespaces().as_ref()));
     validate_sysctls(&spec)?;
+    // runtime-spec 1.3 fields, checked before anything is made.
+    crate::mempolicy::plan(&spec)?;
+    crate::netdev::plan(&spec, &ns)?;
     if process.terminal && opts.console_socket.is_none() {
         return Err(Error::spec(
             "process.terminal",
@@ -285,6 +288,8 @@ impl Spawn<'_> {
                     write_id_maps(child, self.spec)?;
                 }
                 self.cgroup.add_pid(child)?;
+                // linux.netDevices: from the host's netns into init's new one.
+                crate::netdev::move_into(&crate::netdev::plan(self.spec, self.ns)?, child)?;
                 if let Some(adj) = self.process.oom_score_adj {
                     security::set_oom_score_adj(Some(child), adj)?;
                 }

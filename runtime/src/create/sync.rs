@@ -23,6 +23,25 @@ pub enum ChildMsg {
     Failed(String),
 }
 
+impl ChildMsg {
+    /// A failure report cut to fit one datagram of [`Channel::recv`]'s
+    /// buffer: an error quoting a 70 KB argument was unreadable
+    /// ("decode sync message: EOF while parsing a string").
+    pub fn failed(mut msg: String) -> ChildMsg {
+        const MAX: usize = 16 * 1024;
+        if msg.len() > MAX {
+            let total = msg.len();
+            let mut cut = MAX;
+            while !msg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            msg.truncate(cut);
+            msg.push_str(&format!("… ({} more bytes)", total - cut));
+        }
+        ChildMsg::Failed(msg)
+    }
+}
+
 /// What the runtime tells the child.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ParentMsg {

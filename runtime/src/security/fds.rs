@@ -157,9 +157,9 @@ pub fn set_oom_score_adj(pid: Option<i32>, v: i32) -> Result<()> {
     write().map_err(|e| {
         let op = if e.raw_os_error() == Some(libc::EACCES) {
             // Lowering below the current value needs CAP_SYS_RESOURCE.
-            "write (lowering needs CAP_SYS_RESOURCE)"
+            "process.oomScoreAdj: write (lowering needs CAP_SYS_RESOURCE)"
         } else {
-            "write"
+            "process.oomScoreAdj: write"
         };
         Error::io(op, path, e)
     })

@@ -152,7 +152,7 @@ pub fn apply_sysctl(key: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::sys(format!("{field}: open {root}/{rel}"), e))?;
     let mut f = std::fs::File::from(fd);
     f.write_all(value.as_bytes())
-        .map_err(|e| Error::io("write", format!("{root}/{rel}"), e))
+        .map_err(|e| Error::spec(&field, format!("write {root}/{rel}: {e}")))
 }
 
 #[cfg(test)]

@@ -639,7 +639,7 @@ fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
 fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.0",
+        "ociVersionMax": "1.3.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": ["ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async",
             "dirsync", "remount", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "relatime",
@@ -651,7 +651,10 @@ fn features() -> serde_json::Value {
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
             "seccomp": {"enabled": true},
             "apparmor": {"enabled": false},
-            "selinux": {"enabled": false}
+            "selinux": {"enabled": false},
+            "intelRdt": {"enabled": false},
+            "memoryPolicy": {"modes": rpaas_runtime::mempolicy::MODES, "flags": rpaas_runtime::mempolicy::FLAGS},
+            "netDevices": {"enabled": true}
         },
         "annotations": {"io.github.rpaas.keeper": "create --keeper"}
     })
