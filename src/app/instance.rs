@@ -411,10 +411,11 @@ impl Inner {
         Ok(())
     }
 
+    /// Delete the container, also what a delete killed half-way left (a state
+    /// dir without its state.json).
     fn delete_container(&self, name: &str) -> Result<()> {
-        match Container::load(&self.config.state_root, name) {
-            Ok(c) => Ok(c.delete(true)?),
-            Err(rpaas_runtime::Error::NotFound { .. }) => Ok(()),
+        match Container::delete_id(&self.config.state_root, name, true) {
+            Ok(()) | Err(rpaas_runtime::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

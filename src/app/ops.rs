@@ -13,7 +13,7 @@ use crate::app::instance::Prepared;
 use crate::app::record::{
     instance_name, parse_instance, AppLock, AppRecord, InstanceRecord, Phase,
 };
-use crate::app::spec::{AppSpec, Resources};
+use crate::app::spec::{AppSpec, Resources, StopSpec};
 use crate::error::{Error, Result};
 use crate::host::{Host, Inner};
 
@@ -235,19 +235,19 @@ impl Inner {
     }
 
     /// Remove the given instances: stop gracefully (all at once), then tear down.
-    fn remove_instances(&self, spec: &AppSpec, recs: Vec<InstanceRecord>) -> Result<()> {
+    fn remove_instances(&self, stop: &StopSpec, recs: Vec<InstanceRecord>) -> Result<()> {
         // Signal every one first so their grace periods run side by side.
         for r in &recs {
             if let Ok(c) = Container::load(&self.config.state_root, &r.name) {
                 if c.status() == Status::Running {
-                    let sig = crate::signal::parse(&spec.stop.signal)
+                    let sig = crate::signal::parse(&stop.signal)
                         .unwrap_or(nix::sys::signal::Signal::SIGTERM);
                     let _ = c.kill(sig, false);
                 }
             }
         }
         let all: Vec<Result<()>> =
-            self.in_parallel_wide(&recs, |mut rec| self.tear_down(&mut rec, Some(&spec.stop)));
+            self.in_parallel_wide(&recs, |mut rec| self.tear_down(&mut rec, Some(stop)));
         all.into_iter().collect()
     }
 
@@ -293,7 +293,7 @@ impl Inner {
             let mut recs = recs;
             recs.sort_by_key(|r| std::cmp::Reverse(r.n));
             let gone: Vec<InstanceRecord> = recs.into_iter().take((have - n) as usize).collect();
-            self.remove_instances(&app.spec, gone)?;
+            self.remove_instances(&app.spec.stop, gone)?;
         } else if app.desired != n {
             app.desired = n;
             self.records.save_app(lock, app)?;
@@ -379,6 +379,7 @@ impl Host {
             spec: spec.clone(),
             desired: spec.instances,
             created: rpaas_runtime::state::now_rfc3339(),
+            removing: false,
         };
         i.records.save_app(&lock, &rec)?;
         let ns: Vec<u32> = (1..=spec.instances).collect();
@@ -468,26 +469,26 @@ impl Host {
     pub fn remove(&self, name: &str) -> Result<()> {
         let i = &self.inner;
         let lock = i.records.lock_app(name)?;
-        let app = match i.records.app(name)? {
-            Some(a) => a,
-            None if i.records.instances(name)?.is_empty() => {
+        let recs = i.records.instances(name)?;
+        let stop = match i.records.app(name)? {
+            Some(mut app) => {
+                // Recorded first: a remove cut short is finished by `recover`.
+                app.removing = true;
+                app.desired = 0;
+                i.records.save_app(&lock, &app)?;
+                app.spec.stop
+            }
+            None if recs.is_empty() => {
                 i.records.drop_app(lock, name)?;
                 return Err(Error::NotFound {
                     what: format!("app {name}"),
                 });
             }
-            // A half-made deploy: its instance records still say what to undo.
-            None => {
-                return Err(Error::NotFound {
-                    what: format!("app {name} (half-made: run recover)"),
-                })
-            }
+            // A deploy cut short before its record: its instances still say
+            // what to undo.
+            None => crate::app::spec::StopSpec::default(),
         };
-        let mut rec = app;
-        rec.desired = 0;
-        i.records.save_app(&lock, &rec)?;
-        let recs = i.records.instances(name)?;
-        i.remove_instances(&rec.spec, recs)?;
+        i.remove_instances(&stop, recs)?;
         i.records.drop_app(lock, name)
     }
 

@@ -31,6 +31,9 @@ pub struct AppRecord {
     /// Instances that should run (the spec's count, changed by `scale`).
     pub desired: u32,
     pub created: String,
+    /// `remove` has begun: `recover` finishes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
 }
 
 /// Where an instance is in its life.

@@ -79,6 +79,14 @@ impl Host {
             report.abandoned_apps.push(name.to_string());
             return Ok(());
         };
+        if app.removing {
+            for mut rec in i.records.instances(name)? {
+                i.tear_down(&mut rec, Some(&app.spec.stop))?;
+                report.removed.push(rec.name.clone());
+            }
+            i.records.drop_app(lock, name)?;
+            return Ok(());
+        }
         let mut recs = i.records.instances(name)?;
         // A reboot brings instances back in the order they first started.
         recs.sort_by(|a, b| a.started.cmp(&b.started).then(a.n.cmp(&b.n)));
@@ -229,6 +237,11 @@ impl Host {
             if i.records.app(&app)?.is_none() && i.records.instances(&app)?.is_empty() {
                 i.records.drop_app(lock, &app)?;
             }
+        }
+        // Layers a remove killed half-way left without metadata.
+        match i.images.snapshotter.cleanup() {
+            Ok(gone) => report.snapshots.extend(gone),
+            Err(e) => report.errors.push(e.to_string()),
         }
         report.runtime = rpaas_runtime::gc::gc(&i.config.state_root, false)?;
         // The shared netns directory mount goes with its last netns.

@@ -73,4 +73,11 @@ pub trait Snapshotter: Send + Sync {
 
     /// All snapshots.
     fn walk(&self) -> Result<Vec<Info>>;
+
+    /// Remove what a process killed in the middle of `prepare` or `remove`
+    /// left without a metadata entry; returns what was removed. Backends that
+    /// roll their own journal forward or back when opened have nothing to do.
+    fn cleanup(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }

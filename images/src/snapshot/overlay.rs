@@ -189,7 +189,7 @@ impl Overlay {
 
     /// Remove snapshot directories that no metadata entry names (a crash between
     /// the metadata update and the directory removal leaves them).
-    pub fn cleanup(&self) -> Result<Vec<PathBuf>> {
+    pub fn remove_orphans(&self) -> Result<Vec<PathBuf>> {
         let _l = self.lock()?;
         let db = self.load()?;
         let ids: std::collections::HashSet<u64> = db.snapshots.values().map(|m| m.id).collect();
@@ -289,6 +289,14 @@ impl Snapshotter for Overlay {
         let mut u = Usage::default();
         du(&fs, &mut u)?;
         Ok(u)
+    }
+
+    fn cleanup(&self) -> Result<Vec<String>> {
+        Ok(self
+            .remove_orphans()?
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect())
     }
 
     fn walk(&self) -> Result<Vec<Info>> {
