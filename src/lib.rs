@@ -20,6 +20,7 @@ pub mod config;
 mod error;
 mod health;
 mod host;
+pub mod probe;
 mod signal;
 
 pub use app::spec::{AppSpec, Resources};

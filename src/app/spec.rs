@@ -47,6 +47,12 @@ pub struct AppSpec {
     pub rlimits: BTreeMap<String, Rlimit>,
     #[serde(default)]
     pub stop: StopSpec,
+    /// Startup, liveness and readiness probes (run by `Host::supervise`).
+    #[serde(default, skip_serializing_if = "crate::probe::HealthSpec::is_empty")]
+    pub health: crate::probe::HealthSpec,
+    /// When an ended or unhealthy instance is started again, and the backoff.
+    #[serde(default, skip_serializing_if = "crate::probe::RestartSpec::is_default")]
+    pub restart: crate::probe::RestartSpec,
 }
 
 fn one() -> u32 {
@@ -327,6 +333,8 @@ impl AppSpec {
         if !(self.stop.grace.is_finite() && (0.0..=3600.0).contains(&self.stop.grace)) {
             return Err(bad("stop.grace", "must be 0 to 3600 seconds"));
         }
+        self.health.validate()?;
+        self.restart.validate()?;
         Ok(())
     }
 
