@@ -66,7 +66,20 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
             reason: "cannot exec: init is gone".into(),
         });
     }
-    // Which of init's namespaces differ from ours: only those are joined.
+    let flags = namespaces_to_join(init.pid);
+    // A pid namespace is entered for our children: do it here, before the fork.
+    if flags.contains(CloneFlags::CLONE_NEWPID) {
+        namespaces::join(
+            CloneFlags::CLONE_NEWPID,
+            &PathBuf::from(format!("/proc/{}/ns/pid", init.pid)),
+        )?;
+    }
+    exec_forked(container, opts, &pidfd, flags, &plan, console)
+}
+
+/// Which of `pid`'s namespaces differ from ours: only those are joined.
+/// Read from the host's /proc before any namespace is entered.
+pub(crate) fn namespaces_to_join(pid: i32) -> CloneFlags {
     let mut flags = CloneFlags::empty();
     for f in [
         CloneFlags::CLONE_NEWUSER,
@@ -80,19 +93,23 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
     ] {
         let name = namespaces::proc_name(f);
         if !same_file(
-            &format!("/proc/{}/ns/{name}", init.pid),
+            &format!("/proc/{pid}/ns/{name}"),
             &format!("/proc/self/ns/{name}"),
         ) {
             flags |= f;
         }
     }
-    // A pid namespace is entered for our children: do it here, before the fork.
-    if flags.contains(CloneFlags::CLONE_NEWPID) {
-        namespaces::join(
-            CloneFlags::CLONE_NEWPID,
-            &PathBuf::from(format!("/proc/{}/ns/pid", init.pid)),
-        )?;
-    }
+    flags
+}
+
+fn exec_forked(
+    container: &Container,
+    opts: &ExecOptions,
+    pidfd: &std::os::fd::OwnedFd,
+    flags: CloneFlags,
+    plan: &process::Plan,
+    console: Option<std::os::unix::net::UnixStream>,
+) -> Result<i32> {
     let (parent_end, child_end) = sync::pair()?;
     let cgroup = container.cgroup();
     let dmz = security::Dmz::new()?;
@@ -102,9 +119,9 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
         nix::unistd::ForkResult::Child => {
             drop(parent_end);
             let err = match child(
-                &pidfd,
+                pidfd,
                 flags,
-                &plan,
+                plan,
                 console.as_ref(),
                 opts.preserve_fds,
                 &child_end,

@@ -22,6 +22,7 @@ pub mod failpoint;
 pub mod gc;
 mod hooks;
 pub mod keeper;
+pub mod login;
 pub mod mempolicy;
 pub mod namespaces;
 pub mod netdev;

@@ -8,6 +8,7 @@
 
 #[path = "../shared/cli.rs"]
 mod cli;
+mod login;
 mod numa;
 mod oci;
 mod tools;

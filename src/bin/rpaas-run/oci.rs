@@ -78,6 +78,8 @@ pub enum OciCommand {
     },
     /// Run a process inside a running container.
     Exec(ExecArgs),
+    /// Log into a running container: read-only (default) or read-write, audited.
+    Login(crate::login::LoginArgs),
     /// List the processes of a container.
     Ps {
         #[arg(short, long, default_value = "table")]
@@ -199,6 +201,7 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
         },
         OciCommand::Run { create, detach } => run_container(root, &create, detach),
         OciCommand::Exec(a) => exec(root, a),
+        OciCommand::Login(a) => crate::login::run(root, a),
         OciCommand::Ps {
             format,
             id,
