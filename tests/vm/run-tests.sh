@@ -96,6 +96,21 @@ if (($# == 0)); then
 		run_set "--cgroup v2 --timeout 1200 --numa 2 --cpus 2" "-p rpaas --test spec13" \
 			"--test-threads=1 --ignored"
 	fi
+	# A host reboot: two guests, one after the other, on one persistent disk
+	# (dm-thin loopback pool and overlay layers on it); boot 1 deploys, boot 2
+	# recovers. Phase 2 runs only when phase 1 passed.
+	if [[ -f $repo/tests/vm_reboot.rs ]]; then
+		reboot_disk=$(mktemp -u /tmp/rpaas-reboot-disk.XXXXXX)
+		for phase in 1 2; do
+			before=$failed
+			export RPAAS_REBOOT_PHASE=$phase
+			run_set "$defaults --disk 3G --disk-file $reboot_disk" "-p rpaas --test vm_reboot" \
+				"--test-threads=1 --ignored"
+			unset RPAAS_REBOOT_PHASE
+			((failed == before)) || break
+		done
+		rm -f -- "$reboot_disk"
+	fi
 	exit "$failed"
 fi
 
