@@ -1033,7 +1033,7 @@ fn ps_table_list_json_features_spec() {
     assert_eq!(mine["pid"], pid as i64);
 
     let f: Value = serde_json::from_str(&rpaas_ok(c.root(), &["features"])).unwrap();
-    assert_eq!(f["ociVersionMax"], "1.2.0");
+    assert_eq!(f["ociVersionMax"], "1.3.0");
     for h in [
         "prestart",
         "createRuntime",
