@@ -13,12 +13,14 @@ pub enum Error {
     Net(#[from] rpaas_netsetup::Error),
     #[error(transparent)]
     Numa(#[from] rpaas_numa::Error),
-    /// The runtime binary failed; `message` is its error line.
-    #[error("container {id}: rpaas-run {verb}: {message}")]
+    /// The runtime binary failed; `source` is its error, rebuilt from the
+    /// JSON it logged (kind, container, field, text).
+    #[error("rpaas-run {verb} {id}: {source}")]
     Helper {
         id: String,
         verb: String,
-        message: String,
+        #[source]
+        source: rpaas_runtime::Error,
     },
     #[error("rpaas-run helper {path}: {source}")]
     Spawn {

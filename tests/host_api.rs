@@ -123,6 +123,14 @@ fn threads_run_check_and_stop_apps() {
     // The command ran and exited 3: an outcome, not an error.
     let out = h.exec(id, None, &["sh", "-c", "exit 3"]).unwrap();
     assert_eq!(out.code, 3);
+    // The runtime's errors come back typed across the process boundary.
+    match h.exec("no-such-container", None, &["true"]) {
+        Err(rpaas::Error::Helper {
+            source: rpaas_runtime::Error::NotFound { id },
+            ..
+        }) => assert_eq!(id, "no-such-container"),
+        other => panic!("{other:?}"),
+    }
     // The runtime could not run it at all: an error, not an exit code.
     let err = h.exec(id, None, &["/no/such/program"]).unwrap_err();
     assert!(err.to_string().contains("/no/such/program"), "{err}");

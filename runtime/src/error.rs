@@ -72,6 +72,17 @@ pub enum Error {
     #[error("{0}")]
     Other(String),
 
+    /// An error another process (the `rpaas-run` binary) reported as JSON and
+    /// this one rebuilt ([`Error::from_report`]): its kind, container and
+    /// field are kept; the cause's text is in `message`.
+    #[error("{message}")]
+    Reported {
+        kind: String,
+        container: Option<String>,
+        field: Option<String>,
+        message: String,
+    },
+
     /// A cgroup file or directory operation failed. `field` is the spec field being applied
     /// (`linux.resources.memory.limit`) or the cgroup operation (`cgroup create`), `op` what was
     /// done (`write "100" to`), `file` the host path; the kernel's errno is in `source`.
@@ -133,7 +144,87 @@ pub fn list_preview<T: std::fmt::Display>(items: &[T], max: usize) -> String {
     out
 }
 
+/// An error as one JSON object: what a caller in another process needs to
+/// act on it (which kind, which container, which field) and its one-line text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub msg: String,
+}
+
 impl Error {
+    /// The variant's name, for callers across a process boundary.
+    pub fn kind(&self) -> &str {
+        match self {
+            Error::Spec { .. } => "spec",
+            Error::Io { .. } => "io",
+            Error::Sys { .. } => "sys",
+            Error::Cgroup { .. } => "cgroup",
+            Error::Security { .. } => "security",
+            Error::State { .. } => "state",
+            Error::NotFound { .. } => "not-found",
+            Error::Exists { .. } => "exists",
+            Error::Init { .. } => "init",
+            Error::Hook { .. } => "hook",
+            Error::Other(_) => "other",
+            Error::Reported { kind, .. } => kind,
+            Error::CgroupFile { .. } => "cgroup-file",
+        }
+    }
+
+    /// The container the error is about, when the variant names it.
+    pub fn container(&self) -> Option<&str> {
+        match self {
+            Error::State { id, .. }
+            | Error::NotFound { id }
+            | Error::Exists { id }
+            | Error::Init { id, .. } => Some(id),
+            Error::Reported { container, .. } => container.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The config field (JSON path) the error is about, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Spec { field, .. } | Error::CgroupFile { field, .. } => Some(field),
+            Error::Reported { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// This error as a [`Report`] whose text is `msg` (the whole chain, as
+    /// the CLI prints it).
+    pub fn report(&self, msg: &str) -> Report {
+        Report {
+            kind: self.kind().to_string(),
+            container: self.container().map(str::to_string),
+            field: self.field().map(str::to_string),
+            msg: msg.to_string(),
+        }
+    }
+
+    /// Rebuild an error from a [`Report`]: the variants a caller matches on
+    /// (spec, not-found, exists, state) come back as themselves; the others
+    /// as [`Error::Reported`].
+    pub fn from_report(r: Report) -> Error {
+        // The variants' own text prefixes are part of `msg`: keep it whole.
+        match (r.kind.as_str(), r.container, r.field) {
+            ("not-found", Some(id), _) => Error::NotFound { id },
+            ("exists", Some(id), _) => Error::Exists { id },
+            (kind, container, field) => Error::Reported {
+                kind: kind.to_string(),
+                container,
+                field,
+                message: r.msg,
+            },
+        }
+    }
+
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,

@@ -34,6 +34,6 @@ pub mod state;
 
 pub use container::{Container, Status};
 pub use create::{create, CreateOptions};
-pub use error::{Error, Result};
+pub use error::{Error, Report, Result};
 pub use exec::{exec, ExecOptions};
 pub use state::ExitRecord;

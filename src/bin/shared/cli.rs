@@ -166,6 +166,18 @@ pub fn one_line(line: &str, max: usize) -> String {
 /// One line in --log: JSON (`{"level","msg","time"}`, as runc writes it) or
 /// logfmt-like text.
 fn append_log(path: &std::path::Path, json: bool, level: &str, line: &str) {
+    append_log_with(path, json, level, line, None)
+}
+
+/// One log record; an error's JSON record also carries its kind, container
+/// and field (`rpaas::Host` turns them back into `rpaas_runtime::Error`s).
+fn append_log_with(
+    path: &std::path::Path,
+    json: bool,
+    level: &str,
+    line: &str,
+    report: Option<&rpaas_runtime::Report>,
+) {
     let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -175,18 +187,21 @@ fn append_log(path: &std::path::Path, json: bool, level: &str, line: &str) {
     };
     let now = rpaas_runtime::state::now_rfc3339();
     let text = if json {
-        serde_json::json!({"level": level, "msg": line, "time": now}).to_string()
+        let mut v = serde_json::json!({"level": level, "msg": line, "time": now});
+        if let Some(r) = report {
+            v["kind"] = serde_json::json!(r.kind);
+            if let Some(c) = &r.container {
+                v["container"] = serde_json::json!(c);
+            }
+            if let Some(f) = &r.field {
+                v["field"] = serde_json::json!(f);
+            }
+        }
+        v.to_string()
     } else {
         format!("time=\"{now}\" level={level} msg={line:?}")
     };
     let _ = writeln!(f, "{text}");
-}
-
-/// Append the error to --log (JSON with --log-format json, as runc does).
-pub fn log_error(g: &Global, line: &str) {
-    if let Some(path) = &g.log {
-        append_log(path, g.log_format == "json", "error", line);
-    }
 }
 
 /// Exit with the command's code, or print the error chain on one line
@@ -196,7 +211,19 @@ pub fn finish(g: &Global, result: anyhow::Result<i32>) -> ! {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             let line = one_line(&format!("{err:#}"), MAX_LINE);
-            log_error(g, &line);
+            let report = err
+                .chain()
+                .find_map(|e| e.downcast_ref::<rpaas_runtime::Error>())
+                .map(|e| e.report(&line));
+            if let Some(path) = &g.log {
+                append_log_with(
+                    path,
+                    g.log_format == "json",
+                    "error",
+                    &line,
+                    report.as_ref(),
+                );
+            }
             eprintln!("rpaas-run: {line}");
             std::process::exit(1);
         }
