@@ -233,29 +233,37 @@ impl Inner {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if code != 0 {
             let logged = std::fs::read_to_string(log.path()).unwrap_or_default();
+            // The runtime's last error record: its kind, container and field
+            // come back as a typed `rpaas_runtime::Error`.
             let runtime_error = logged
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .filter(|v| v["level"] == "error")
-                .filter_map(|v| v["msg"].as_str().map(str::to_string))
-                .next_back();
+                .next_back()
+                .map(|v| {
+                    let msg = v["msg"].as_str().unwrap_or_default().to_string();
+                    match serde_json::from_value::<rpaas_runtime::Report>(v) {
+                        Ok(r) => rpaas_runtime::Error::from_report(r),
+                        Err(_) => rpaas_runtime::Error::Other(msg),
+                    }
+                });
             match runtime_error {
-                Some(message) => {
+                Some(source) => {
                     return Err(Error::Helper {
                         id: id.to_string(),
                         verb: verb.to_string(),
-                        message,
+                        source,
                     })
                 }
                 None if !outcome => {
                     return Err(Error::Helper {
                         id: id.to_string(),
                         verb: verb.to_string(),
-                        message: if stderr.is_empty() {
+                        source: rpaas_runtime::Error::Other(if stderr.is_empty() {
                             format!("exit status {code}")
                         } else {
                             stderr
-                        },
+                        }),
                     })
                 }
                 None => {}
