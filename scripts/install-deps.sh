@@ -14,6 +14,8 @@ packages=(
   iproute2 iputils-ping zstd numactl dmsetup thin-provisioning-tools e2fsprogs xfsprogs util-linux procps
   # the VM harness (tests/vm): Debian's kernel under qemu (TCG)
   qemu-system-x86 linux-image-amd64 kmod xz-utils cpio
+  # checkpoint/restore (issue 17): works in the VM guest only (this host's 6.18 kernel fails `criu check`)
+  criu
 )
 missing=()
 for p in "${packages[@]}"; do
