@@ -22,6 +22,7 @@ mod health;
 mod host;
 pub mod probe;
 mod signal;
+mod supervise;
 
 pub use app::spec::{AppSpec, Resources};
 pub use app::{AppStatus, GcReport, InstanceStatus, RecoverReport};
@@ -30,3 +31,4 @@ pub use error::{Error, Result};
 pub use health::{check as health_check, Check};
 pub use host::{ExecOutcome, Host};
 pub use rpaas_runtime::{Container, ExitRecord, Status};
+pub use supervise::{HealthStatus, HistoryEntry, SuperviseOptions, Supervisor, Timed};

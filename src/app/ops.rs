@@ -54,6 +54,11 @@ pub struct InstanceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,
     pub restarts: u32,
+    /// From `Host::supervise`'s probes: `starting`, `healthy`, `unhealthy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 impl Inner {
@@ -309,6 +314,8 @@ impl Inner {
             (Phase::Up, None) => "missing".to_string(),
             (Phase::Up, Some(c)) => c.status().as_str().to_string(),
         };
+        let pid = c.as_ref().and_then(|c| c.live_init()).map(|p| p.pid);
+        let health = crate::supervise::read_status(&self.config.state_root, &rec.name, pid);
         InstanceStatus {
             id: rec.name.clone(),
             n: rec.n,
@@ -322,6 +329,8 @@ impl Inner {
             created: rec.created.clone(),
             started: rec.started.clone(),
             restarts: rec.restarts,
+            health: health.as_ref().map(|h| h.health.clone()),
+            ready: health.map(|h| h.ready),
         }
     }
 

@@ -111,7 +111,11 @@ impl Host {
                         other => {
                             if other == Some(Status::Stopped) {
                                 if let Some(exit) = c.and_then(|c| c.exit_record().ok().flatten()) {
+                                    let again = app.spec.restart.restarts_exit(exit.exit_code);
                                     report.exited.push((rec.name.clone(), exit));
+                                    if !again {
+                                        continue; // its restart policy says no
+                                    }
                                 }
                             }
                             if image.is_none() {
