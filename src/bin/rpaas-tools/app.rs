@@ -70,6 +70,15 @@ pub enum AppVerb {
         #[arg(long)]
         json: bool,
     },
+    /// The login audit log: TIME INSTANCE MODE WHO EXIT DURATION COMMAND.
+    Logins {
+        /// Only this instance's.
+        #[arg(long)]
+        instance: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which global flags were given on the command line (not defaulted).
@@ -292,6 +301,35 @@ fn run_verb(g: &Global, given: Explicit, args: AppArgs) -> anyhow::Result<i32> {
                 );
             }
             return Ok(i32::from(!r.errors.is_empty()));
+        }
+        AppVerb::Logins { instance, json } => {
+            let mut list = host.logins()?;
+            list.retain(|r| instance.as_deref().is_none_or(|i| r.instance == i));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.time.clone(),
+                            r.instance.clone(),
+                            r.mode.clone(),
+                            r.who.clone(),
+                            r.exit_code.map_or("-".into(), |c| c.to_string()),
+                            r.duration_ms
+                                .map_or("-".into(), |d| format!("{:.1}s", d as f64 / 1000.0)),
+                            r.command.join(" "),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "TIME", "INSTANCE", "MODE", "WHO", "EXIT", "DURATION", "COMMAND",
+                    ],
+                    &rows,
+                );
+            }
         }
     }
     Ok(0)
