@@ -20,7 +20,7 @@ pub enum Error {
         id: String,
         verb: String,
         #[source]
-        source: rpaas_runtime::Error,
+        source: Box<rpaas_runtime::Error>,
     },
     #[error("rpaas-run helper {path}: {source}")]
     Spawn {

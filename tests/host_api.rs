@@ -125,10 +125,10 @@ fn threads_run_check_and_stop_apps() {
     assert_eq!(out.code, 3);
     // The runtime's errors come back typed across the process boundary.
     match h.exec("no-such-container", None, &["true"]) {
-        Err(rpaas::Error::Helper {
-            source: rpaas_runtime::Error::NotFound { id },
-            ..
-        }) => assert_eq!(id, "no-such-container"),
+        Err(rpaas::Error::Helper { source, .. }) => match *source {
+            rpaas_runtime::Error::NotFound { id } => assert_eq!(id, "no-such-container"),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{other:?}"),
     }
     // The runtime could not run it at all: an error, not an exit code.
