@@ -238,8 +238,7 @@ impl Inner {
             let runtime_error = logged
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|v| v["level"] == "error")
-                .next_back()
+                .rfind(|v| v["level"] == "error")
                 .map(|v| {
                     let msg = v["msg"].as_str().unwrap_or_default().to_string();
                     match serde_json::from_value::<rpaas_runtime::Report>(v) {
@@ -252,18 +251,18 @@ impl Inner {
                     return Err(Error::Helper {
                         id: id.to_string(),
                         verb: verb.to_string(),
-                        source,
+                        source: Box::new(source),
                     })
                 }
                 None if !outcome => {
                     return Err(Error::Helper {
                         id: id.to_string(),
                         verb: verb.to_string(),
-                        source: rpaas_runtime::Error::Other(if stderr.is_empty() {
+                        source: Box::new(rpaas_runtime::Error::Other(if stderr.is_empty() {
                             format!("exit status {code}")
                         } else {
                             stderr
-                        }),
+                        })),
                     })
                 }
                 None => {}
