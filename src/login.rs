@@ -148,7 +148,7 @@ impl LoginSession {
                 return Err(Error::Helper {
                     id: self.instance.clone(),
                     verb: "login".into(),
-                    source: rpaas_runtime::Error::Other(msg),
+                    source: Box::new(rpaas_runtime::Error::Other(msg)),
                 });
             }
         }
@@ -441,14 +441,16 @@ fn accept_master(l: &UnixListener, s: &mut LoginSession) -> Result<OwnedFd> {
             return Err(Error::Helper {
                 id: s.instance.clone(),
                 verb: "login".into(),
-                source: rpaas_runtime::Error::Other(msg),
+                source: Box::new(rpaas_runtime::Error::Other(msg)),
             });
         }
         if Instant::now() > deadline {
             return Err(Error::Helper {
                 id: s.instance.clone(),
                 verb: "login".into(),
-                source: rpaas_runtime::Error::Other("no pty master within 30 s".into()),
+                source: Box::new(rpaas_runtime::Error::Other(
+                    "no pty master within 30 s".into(),
+                )),
             });
         }
         std::thread::sleep(Duration::from_millis(5));
