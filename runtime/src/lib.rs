@@ -13,6 +13,7 @@
 //! `rpaas::Host`), and loads, waits for, kills and deletes them in-process.
 
 pub mod cgroups;
+pub mod checkpoint;
 mod console;
 pub mod container;
 pub mod create;

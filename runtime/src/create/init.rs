@@ -151,6 +151,10 @@ fn setup(a: &InitArgs, sync: &Channel) -> Result<Infallible> {
             .and_then(|p| p.console_size())
             .map(|s| (s.height() as u16, s.width() as u16));
         crate::console::setup(sock, true, size)?;
+    } else {
+        // A session of its own, as runc's init: CRIU cannot dump a pid
+        // namespace whose init's session leader is outside it.
+        let _ = nix::unistd::setsid();
     }
     rootfs::finish(&plan)?;
     drop(prepared);

@@ -8,6 +8,7 @@
 
 #[path = "../shared/cli.rs"]
 mod cli;
+mod checkpoint;
 mod login;
 mod numa;
 mod oci;

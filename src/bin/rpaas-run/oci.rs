@@ -131,6 +131,10 @@ pub enum OciCommand {
     },
     /// Wait for a container to stop and print its exit record.
     Wait { id: String },
+    /// Checkpoint a running container with CRIU (runc's flags).
+    Checkpoint(crate::checkpoint::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint (runc's flags).
+    Restore(crate::checkpoint::RestoreArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +206,8 @@ pub fn run(g: &Global, cmd: OciCommand) -> anyhow::Result<i32> {
         OciCommand::Run { create, detach } => run_container(root, &create, detach),
         OciCommand::Exec(a) => exec(root, a),
         OciCommand::Login(a) => crate::login::run(root, a),
+        OciCommand::Checkpoint(a) => crate::checkpoint::checkpoint(root, a),
+        OciCommand::Restore(a) => crate::checkpoint::restore(root, a),
         OciCommand::Ps {
             format,
             id,
