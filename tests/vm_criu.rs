@@ -1,0 +1,246 @@
+//! Issue 17: `rpaas-run checkpoint` / `restore` through CRIU. CRIU fails
+//! `criu check` on the CI host's kernel (6.18), so these run in the qemu
+//! guest of tests/vm (Debian's 6.1 kernel, cgroup v2): tests/vm/run-tests.sh.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A shell loop that counts in memory and writes the count to /tmp/n (in the rootfs).
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done";
+
+fn state(root: &Path, id: &str) -> Value {
+    serde_json::from_str(&rpaas_ok(root, &["state", id])).expect("state json")
+}
+
+fn count_in(rootfs: &Path) -> u64 {
+    std::fs::read_to_string(rootfs.join("tmp/n"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_count(rootfs: &Path, at_least: u64) -> u64 {
+    let t = Instant::now();
+    loop {
+        let n = count_in(rootfs);
+        if n >= at_least {
+            return n;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "counter stuck at {n}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The count read through `exec` inside the container.
+fn count_by_exec(root: &Path, id: &str) -> u64 {
+    rpaas_ok(root, &["exec", id, "cat", "/tmp/n"])
+        .trim()
+        .parse()
+        .expect("a number in /tmp/n")
+}
+
+fn wait_stopped(root: &Path, id: &str) -> Value {
+    let t = Instant::now();
+    loop {
+        let s = state(root, id);
+        if s["status"] == "stopped" && s.get("exitCode").is_some() {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{id} did not stop: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs CRIU (kernel 6.1): runs in the VM suite"]
+fn checkpoint_stops_restore_continues_the_count_and_the_keeper_records_the_exit() {
+    assert!(is_root(), "needs root");
+    let root = state_root();
+    let r = root.path();
+    let bundle = Bundle::new(&default_config(&["/bin/sh", "-c", COUNTER]));
+    let b = bundle.path().to_str().expect("bundle path");
+    let rootfs = bundle.rootfs();
+    let id = unique_id("criu");
+    let images = tempfile::tempdir().expect("image dir");
+    let img = images.path().join("img");
+    let img_s = img.to_str().expect("image path");
+
+    rpaas_ok(r, &["run", "--detach", "--keeper", "--bundle", b, &id]);
+    let before = state(r, &id);
+    assert_eq!(before["status"], "running", "{before}");
+    // Long enough that a restart from 0 could not catch up during the restore.
+    wait_count(&rootfs, 30);
+
+    // Without --leave-running: CRIU stops the tree, the container is gone.
+    rpaas_ok(r, &["checkpoint", "--image-path", img_s, &id]);
+    assert!(img.join("rpaas-checkpoint.json").exists());
+    let gone = rpaas(r, &["state", &id]);
+    assert!(
+        !gone.status.success(),
+        "the checkpointed container still exists"
+    );
+    let n1 = count_in(&rootfs);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        count_in(&rootfs),
+        n1,
+        "the counter went on after the checkpoint"
+    );
+
+    // A bad image dir: one clear line, nothing made.
+    let bad = rpaas(
+        r,
+        &[
+            "restore",
+            "-d",
+            "--image-path",
+            "/nonexistent-img",
+            "-b",
+            b,
+            &id,
+        ],
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--image-path /nonexistent-img"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!r.join(&id).exists(), "a failed restore left its state dir");
+
+    rpaas_ok(
+        r,
+        &[
+            "restore",
+            "--detach",
+            "--image-path",
+            img_s,
+            "--bundle",
+            b,
+            &id,
+        ],
+    );
+    let after = state(r, &id);
+    assert_eq!(after["status"], "running", "{after}");
+    let pid = after["pid"].as_i64().expect("pid");
+    assert!(pid > 0, "{after}");
+    assert!(after["keeperPid"].as_i64().is_some(), "no keeper: {after}");
+    // The restored init is the keeper's child, in the container's cgroup.
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .expect("init stat")
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().nth(1).map(str::to_string))
+        .expect("ppid");
+    assert_eq!(
+        ppid,
+        after["keeperPid"].to_string(),
+        "init's parent is not the keeper"
+    );
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    assert!(
+        cg.contains(&id),
+        "restored init outside the container's cgroup: {cg}"
+    );
+
+    // The count goes on from where it was: the shell's memory came back.
+    let n2 = count_by_exec(r, &id);
+    assert!(n2 >= n1, "counter restarted: {n2} after {n1}");
+    let t = Instant::now();
+    let n3 = loop {
+        let n = count_by_exec(r, &id);
+        if n > n2 {
+            break n;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "restored counter stuck at {n}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(n3 > n1, "{n3} <= {n1}");
+
+    // The keeper of the restored container records the exit.
+    rpaas_ok(r, &["kill", &id, "KILL"]);
+    let end = wait_stopped(r, &id);
+    assert_eq!(end["exitCode"], 137, "{end}");
+    assert_eq!(end["exitSignal"], 9, "{end}");
+    rpaas_ok(r, &["delete", &id]);
+    assert!(!r.join(&id).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains("criu-root"), "criu root left mounted");
+    assert!(
+        !Path::new("/sys/fs/cgroup")
+            .join(format!("rpaas-{id}"))
+            .exists(),
+        "cgroup left"
+    );
+}
+
+#[test]
+#[ignore = "needs CRIU (kernel 6.1): runs in the VM suite"]
+fn leave_running_keeps_the_container_running() {
+    assert!(is_root(), "needs root");
+    let root = state_root();
+    let r = root.path();
+    let bundle = Bundle::new(&default_config(&["/bin/sh", "-c", COUNTER]));
+    let b = bundle.path().to_str().expect("bundle path");
+    let id = unique_id("criu-lr");
+    let images = tempfile::tempdir().expect("image dir");
+    let img = images.path().join("img");
+    let img_s = img.to_str().expect("image path");
+    let work = images.path().join("work");
+    let work_s = work.to_str().expect("work path");
+
+    rpaas_ok(r, &["run", "--detach", "--keeper", "--bundle", b, &id]);
+    wait_count(&bundle.rootfs(), 5);
+    rpaas_ok(
+        r,
+        &[
+            "checkpoint",
+            "--leave-running",
+            "--manage-cgroups-mode",
+            "soft",
+            "--image-path",
+            img_s,
+            "--work-path",
+            work_s,
+            &id,
+        ],
+    );
+    assert!(work.join("dump.log").exists(), "no CRIU log in --work-path");
+    let s = state(r, &id);
+    assert_eq!(s["status"], "running", "{s}");
+    let n = count_by_exec(r, &id);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        count_by_exec(r, &id) > n,
+        "not running after --leave-running"
+    );
+
+    // A bad mode is one line naming the flag.
+    let bad = rpaas(
+        r,
+        &[
+            "checkpoint",
+            "--manage-cgroups-mode",
+            "bogus",
+            "--image-path",
+            img_s,
+            &id,
+        ],
+    );
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--manage-cgroups-mode bogus"), "{err}");
+
+    rpaas_ok(r, &["delete", "--force", &id]);
+}
