@@ -88,7 +88,7 @@ impl Env {
                 "mode": "bridge",
                 "bridge": "rpbr0",
                 "hostNetns": lan.lan.path(),
-                "subnet": {"addr": format!("{}.0", lan.prefix3), "prefix": 24},
+                "subnet": lan.subnet,
                 "gateway": format!("{}.1", lan.prefix3),
                 "pool": {"first": format!("{}.10", lan.prefix3), "last": format!("{}.20", lan.prefix3)},
             });
@@ -432,7 +432,7 @@ fn app_cli_bad_input_is_refused_in_one_line_naming_the_field() {
     let bad_cfg = env.file(
         "bad-host.json",
         &serde_json::json!({"stateRoot": env.state(), "dataRoot": env.data(),
-            "network": {"mode": "bridge", "subnet": {"addr": "10.9.0.0", "prefix": 24}}})
+            "network": {"mode": "bridge", "subnet": "10.9.0.0/24"}})
         .to_string(),
     );
     refused(&["ls"], &bad_cfg, &["network.bridge"]);
