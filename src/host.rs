@@ -24,6 +24,7 @@ pub(crate) struct Inner {
     pub images: ImageStore,
     pub numa: StateFile,
     pub topology: Topology,
+    pub events: crate::events::Bus,
 }
 
 /// The apps and containers of one host.
@@ -90,6 +91,7 @@ impl Host {
                 records,
                 images,
                 topology,
+                events: Default::default(),
                 config,
             }),
         })

@@ -62,6 +62,7 @@ impl Host {
                 report.errors.push(format!("app {name}: {e}"));
             }
         }
+        crate::events::publish_recovered(&i.events, &report.exited);
         Ok(report)
     }
 

@@ -33,7 +33,7 @@ pub use devices::default_device_rules;
 pub use layout::{layout, Hierarchy, Layout};
 pub use stats::{
     BlkioEntry, BlkioStats, CpuStats, CpuUsage, HugetlbStats, MemoryEntry, MemoryStats, PidsStats,
-    Stats, Throttling,
+    Psi, PsiData, PsiStats, Stats, Throttling,
 };
 pub use v2::{blkio_to_io_weight, shares_to_weight};
 

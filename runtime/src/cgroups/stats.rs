@@ -25,6 +25,37 @@ pub struct Stats {
     /// Keyed by page size ("2MB").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hugetlb: Option<BTreeMap<String, HugetlbStats>>,
+    /// Pressure stall information of the cgroup (v2 files, read from the unified hierarchy's
+    /// dir on hybrid hosts too); None where the kernel keeps none (no PSI, or no v2 dir).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PsiStats>,
+}
+
+/// `cpu.pressure`, `memory.pressure`, `io.pressure` (runc's `psi` objects, same JSON names).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PsiStats {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Psi>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Psi>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub io: Option<Psi>,
+}
+
+/// "some": at least one task stalled; "full": all non-idle tasks stalled.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Psi {
+    pub some: PsiData,
+    pub full: PsiData,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PsiData {
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+    /// Total stall time, microseconds.
+    pub total: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -137,6 +168,10 @@ pub(super) fn collect(layout: &Layout, rel: &str) -> Result<Stats> {
                     None => None,
                 },
                 hugetlb,
+                psi: match unified {
+                    Some(u) => psi(&u.join(rel))?,
+                    None => None,
+                },
             })
         }
         Layout::V2 { root, .. } => {
@@ -150,6 +185,7 @@ pub(super) fn collect(layout: &Layout, rel: &str) -> Result<Stats> {
                 pids: pids(&dir)?,
                 blkio: io_v2(&dir)?,
                 hugetlb: hugetlb(&dir, true)?,
+                psi: psi(&dir)?,
             })
         }
     }
@@ -404,6 +440,59 @@ fn io_v2(d: &Path) -> Result<Option<BlkioStats>> {
     Ok(Some(s))
 }
 
+/// The three pressure files of a v2 cgroup dir; None when none is there (no dir, or a kernel
+/// without PSI: the files are missing, or refuse reads with EOPNOTSUPP when booted psi=0).
+fn psi(d: &Path) -> Result<Option<PsiStats>> {
+    let one = |file: &str| -> Result<Option<Psi>> {
+        let path = d.join(file);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        Ok(Some(parse_psi(&text)))
+    };
+    let s = PsiStats {
+        cpu: one("cpu.pressure")?,
+        memory: one("memory.pressure")?,
+        io: one("io.pressure")?,
+    };
+    Ok(if s.cpu.is_none() && s.memory.is_none() && s.io.is_none() {
+        None
+    } else {
+        Some(s)
+    })
+}
+
+/// "some avg10=0.00 avg60=0.00 avg300=0.00 total=0" and a "full" line (cpu's "full" is all
+/// zeros on kernels before 5.13, which had no such line: left at zero).
+fn parse_psi(text: &str) -> Psi {
+    let mut p = Psi::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let data = match it.next() {
+            Some("some") => &mut p.some,
+            Some("full") => &mut p.full,
+            _ => continue,
+        };
+        for kv in it {
+            match kv.split_once('=') {
+                Some(("avg10", v)) => data.avg10 = v.parse().unwrap_or(0.0),
+                Some(("avg60", v)) => data.avg60 = v.parse().unwrap_or(0.0),
+                Some(("avg300", v)) => data.avg300 = v.parse().unwrap_or(0.0),
+                Some(("total", v)) => data.total = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    p
+}
+
 /// Huge page sizes of this kernel as cgroup file names use them ("2MB"), read once.
 fn page_sizes() -> &'static [String] {
     static SIZES: OnceLock<Vec<String>> = OnceLock::new();
@@ -480,5 +569,13 @@ mod tests {
             (e[0].major, e[0].minor, e[0].op.as_str(), e[0].value),
             (8, 0, "Read", 4096)
         );
+    }
+
+    #[test]
+    fn psi_lines() {
+        let p = parse_psi(
+            "some avg10=1.50 avg60=0.25 avg300=0.00 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n",
+        );
+        assert_eq!((p.some.avg10, p.some.total, p.full.total), (1.5, 12345, 7));
     }
 }
