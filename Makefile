@@ -52,6 +52,7 @@ bench: build
 	$(CARGO) run --release -p rpaas-benches --bin image_apply
 	$(CARGO) run --release -p rpaas-benches --bin image_mount
 	$(CARGO) run --release -p rpaas-benches --bin image_pull
+	$(CARGO) run --release -p rpaas-benches --bin app_scale
 
 # Remove whatever a crashed run left behind (containers, cgroups) under the default root.
 clean-host:
