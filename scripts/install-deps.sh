@@ -8,6 +8,8 @@ packages=(
   build-essential pkg-config libdevmapper-dev libclang-dev libseccomp-dev
   # containers: the rootfs the tests build, peers and real clients
   busybox-static runc crun podman conmon skopeo docker-registry apache2-utils uidmap
+  # a real terminal for the login tests (tests/app_login.rs)
+  tmux
   # containerd with its runc v2 shim: tests/containerd_shim.rs drives rpaas-run through it
   containerd
   # networking, NUMA, storage tools used by tests and the demo

@@ -244,14 +244,10 @@ fn session_plan(
             caps.set_ambient(Some(one));
             p.set_capabilities(Some(caps));
             p.set_no_new_privileges(Some(true));
-            p.set_env(Some(
-                p.env()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .chain(["HOME=/tmp".to_string()])
-                    .collect(),
-            ));
+            let mut env = p.env().clone().unwrap_or_default();
+            env.retain(|e| !e.starts_with("HOME="));
+            env.push("HOME=/tmp".into());
+            p.set_env(Some(env));
         }
     }
     p.set_user(user);
