@@ -45,6 +45,12 @@ pub struct HostConfig {
     /// Rotate each keeper's log past this many bytes (0: the keeper's default).
     #[serde(default)]
     pub log_size_max: u64,
+    /// Keeper log files kept per instance, the live one included (0: 5).
+    #[serde(default)]
+    pub log_max_files: u32,
+    /// Keeper log format: "json-file" (default) or "k8s-file" (CRI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<String>,
     /// Instances brought up or down at once by deploy/scale (1: one after another).
     #[serde(default = "default_parallel")]
     pub parallel: usize,
@@ -77,6 +83,8 @@ impl Default for HostConfig {
             rlimits: BTreeMap::new(),
             sysctls: BTreeMap::new(),
             log_size_max: 0,
+            log_max_files: 0,
+            log_driver: None,
             parallel: default_parallel(),
             insecure_registries: Vec::new(),
         }
@@ -187,6 +195,10 @@ impl HostConfig {
             field: format!("hostConfig.{field}"),
             reason,
         };
+        if let Some(d) = &self.log_driver {
+            d.parse::<rpaas_runtime::keeper::LogFormat>()
+                .map_err(|e| bad("logDriver", e))?;
+        }
         for (field, p) in [
             ("stateRoot", &self.state_root),
             ("dataRoot", &self.data_root),

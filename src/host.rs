@@ -189,11 +189,17 @@ impl Inner {
     /// `rpaas-run run --detach --keeper` of a prepared bundle.
     pub(crate) fn run_bundle(&self, id: &str, bundle: &Path) -> Result<()> {
         let size = self.config.log_size_max.to_string();
-        let args: [&std::ffi::OsStr; 7] = [
+        let files = self.config.log_max_files.to_string();
+        let driver = self.config.log_driver.as_deref().unwrap_or("json-file");
+        let args: [&std::ffi::OsStr; 11] = [
             "--detach".as_ref(),
             "--keeper".as_ref(),
             "--log-size-max".as_ref(),
             size.as_ref(),
+            "--log-max-files".as_ref(),
+            files.as_ref(),
+            "--log-driver".as_ref(),
+            driver.as_ref(),
             "--bundle".as_ref(),
             bundle.as_os_str(),
             id.as_ref(),

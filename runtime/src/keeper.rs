@@ -5,8 +5,13 @@
 //! can be killed, restarted or upgraded at any time.
 //!
 //! Detached containers may have their stdout/stderr drained by the keeper into
-//! `<root>/<id>/log` as JSON lines `{"time":…,"stream":"stdout","log":…}`,
-//! rotated to `log.1` past a size (like conmon's log-size-max).
+//! `<root>/<id>/log`, rotated past a size to `log.1` … `log.<files-1>` (the
+//! oldest dropped), like kubelet's containerLogMaxSize × containerLogMaxFiles
+//! (defaults 10 MiB × 5 files). Two formats ([`LogFormat`]): Docker's
+//! json-file lines `{"time":…,"stream":"stdout","log":…}` (one per read), or
+//! the CRI format `<RFC3339Nano> <stream> <P|F> <content>` (one per line; a
+//! line longer than [`CRI_MAX_LINE`] is cut into `P` records ended by an `F`,
+//! and those pieces never straddle a rotation).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -18,6 +23,98 @@ use crate::cgroups::Cgroup;
 use crate::state::{now_rfc3339, Dir, ExitRecord};
 
 const DEFAULT_LOG_MAX: u64 = 10 * 1024 * 1024;
+const DEFAULT_LOG_FILES: u32 = 5;
+/// CRI records carry at most this much of a line (containerd's buffer size).
+pub const CRI_MAX_LINE: usize = 16 * 1024;
+
+/// How the keeper writes the container's output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Docker's json-file lines (podman's "json-file" driver).
+    #[default]
+    Json,
+    /// The CRI log format (kubelet's; podman's "k8s-file" driver).
+    Cri,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json-file",
+            LogFormat::Cri => "k8s-file",
+        }
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "json-file" | "json" => Ok(LogFormat::Json),
+            "k8s-file" | "cri" => Ok(LogFormat::Cri),
+            _ => Err(format!(
+                "log driver {s:?}: expected json-file or k8s-file (cri)"
+            )),
+        }
+    }
+}
+
+/// The keeper's log settings; zeros mean the defaults (10 MiB, 5 files).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Rotate past this many bytes.
+    pub max_size: u64,
+    /// Files kept, the live one included (at least 2).
+    pub max_files: u32,
+    pub format: LogFormat,
+}
+
+impl LogOptions {
+    fn size(&self) -> u64 {
+        if self.max_size == 0 {
+            DEFAULT_LOG_MAX
+        } else {
+            self.max_size
+        }
+    }
+
+    fn files(&self) -> u32 {
+        if self.max_files == 0 {
+            DEFAULT_LOG_FILES
+        } else {
+            self.max_files.max(2)
+        }
+    }
+
+    /// One argv word for the `rpaas-keeper` binary: `SIZE:FILES:FORMAT`.
+    pub fn to_arg(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.max_size,
+            self.max_files,
+            self.format.as_str()
+        )
+    }
+
+    /// [`to_arg`](Self::to_arg)'s word; a bare size (earlier builds) too.
+    pub fn from_arg(s: &str) -> Option<LogOptions> {
+        let mut it = s.split(':');
+        let max_size = it.next()?.parse().ok()?;
+        let max_files = match it.next() {
+            Some(f) => f.parse().ok()?,
+            None => 0,
+        };
+        let format = match it.next() {
+            Some(f) => f.parse().ok()?,
+            None => LogFormat::Json,
+        };
+        Some(LogOptions {
+            max_size,
+            max_files,
+            format,
+        })
+    }
+}
 
 /// Env var naming the small keeper binary; else it is looked up as
 /// `rpaas-keeper` beside the running binary (`rpaas-run`).
@@ -34,7 +131,7 @@ pub fn exec_small(
     init: i32,
     cgroup: &Cgroup,
     logs: Option<&(OwnedFd, OwnedFd)>,
-    log_max: u64,
+    log: &LogOptions,
 ) {
     let bin = match std::env::var_os(KEEPER_BIN_ENV) {
         Some(p) => std::path::PathBuf::from(p),
@@ -49,7 +146,7 @@ pub fn exec_small(
         init.to_string(),
         cgroup.id().to_string(),
         cgroup.path().to_string(),
-        log_max.to_string(),
+        log.to_arg(),
     ];
     if let Some((out, err)) = logs {
         // The pipes must survive execve: they were made close-on-exec.
@@ -99,23 +196,12 @@ pub fn run(
     init: i32,
     cgroup: &Cgroup,
     logs: Option<(OwnedFd, OwnedFd)>,
-    log_max: u64,
+    log_opts: LogOptions,
 ) -> i32 {
     // Back from idle_until_running: the exit record must not wait for CPU.
     set_policy(libc::SCHED_OTHER);
     let oom_before = cgroup.oom_kill_count().unwrap_or(0);
-    let mut log = logs.map(|(out, err)| {
-        LogSink::new(
-            dir,
-            out,
-            err,
-            if log_max == 0 {
-                DEFAULT_LOG_MAX
-            } else {
-                log_max
-            },
-        )
-    });
+    let mut log = logs.map(|(out, err)| LogSink::new(dir, out, err, log_opts));
     let status = match &mut log {
         Some(sink) => sink.pump_until_exit(init),
         None => wait_for(init),
@@ -170,13 +256,18 @@ struct LogSink {
     path: std::path::PathBuf,
     file: Option<std::fs::File>,
     size: u64,
-    max: u64,
+    opts: LogOptions,
     out: Option<OwnedFd>,
     err: Option<OwnedFd>,
+    /// CRI: the unfinished line of stdout and stderr.
+    pending: [Vec<u8>; 2],
+    /// CRI: a line of that stream was cut into P records not yet ended by
+    /// its F (no rotation in between).
+    open_partial: [bool; 2],
 }
 
 impl LogSink {
-    fn new(dir: &Dir, out: OwnedFd, err: OwnedFd, max: u64) -> LogSink {
+    fn new(dir: &Dir, out: OwnedFd, err: OwnedFd, opts: LogOptions) -> LogSink {
         let path = dir.log_file();
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -192,9 +283,11 @@ impl LogSink {
             path,
             file,
             size,
-            max,
+            opts,
             out: Some(out),
             err: Some(err),
+            pending: [Vec::new(), Vec::new()],
+            open_partial: [false, false],
         }
     }
 
@@ -258,6 +351,13 @@ impl LogSink {
             }
             while self.copy(stdout) {}
         }
+        // CRI: a last line without its newline is a whole line now.
+        for i in 0..2 {
+            if !self.pending[i].is_empty() || self.open_partial[i] {
+                let rest = std::mem::take(&mut self.pending[i]);
+                self.cri_record(i, b'F', &rest);
+            }
+        }
     }
 
     /// Copy one read's worth; false at EOF or when nothing is there.
@@ -282,6 +382,9 @@ impl LogSink {
     }
 
     fn append(&mut self, stream: &str, data: &[u8]) {
+        if self.opts.format == LogFormat::Cri {
+            return self.append_cri(usize::from(stream == "stderr"), data);
+        }
         let line = serde_json::json!({
             "time": now_rfc3339(),
             "stream": stream,
@@ -289,19 +392,73 @@ impl LogSink {
         });
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
-        if self.size + bytes.len() as u64 > self.max {
+        self.write_record(&bytes, true);
+    }
+
+    /// One record, written whole by one write, after a rotation if it would
+    /// not fit (`may_rotate`: not in the middle of a cut line; a cut line
+    /// may overflow up to twice the size before it is rotated anyway).
+    fn write_record(&mut self, bytes: &[u8], may_rotate: bool) {
+        let over = self.size + bytes.len() as u64 > self.opts.size();
+        if self.size > 0 && over && (may_rotate || self.size > 2 * self.opts.size()) {
             self.rotate();
         }
         if let Some(f) = &mut self.file {
-            if f.write_all(&bytes).is_ok() {
+            if f.write_all(bytes).is_ok() {
                 self.size += bytes.len() as u64;
             }
         }
     }
 
+    /// CRI: whole lines become F records; a line longer than CRI_MAX_LINE
+    /// is cut into P records; the rest waits for its newline.
+    fn append_cri(&mut self, i: usize, data: &[u8]) {
+        let mut buf = std::mem::take(&mut self.pending[i]);
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+            let mut line = &buf[start..start + nl];
+            while line.len() > CRI_MAX_LINE {
+                self.cri_record(i, b'P', &line[..CRI_MAX_LINE]);
+                line = &line[CRI_MAX_LINE..];
+            }
+            self.cri_record(i, b'F', line);
+            start += nl + 1;
+        }
+        let mut rest = &buf[start..];
+        while rest.len() >= CRI_MAX_LINE {
+            self.cri_record(i, b'P', &rest[..CRI_MAX_LINE]);
+            rest = &rest[CRI_MAX_LINE..];
+        }
+        self.pending[i] = rest.to_vec();
+    }
+
+    fn cri_record(&mut self, i: usize, tag: u8, content: &[u8]) {
+        let stream = if i == 0 { "stdout" } else { "stderr" };
+        let mut rec = Vec::with_capacity(content.len() + 48);
+        rec.extend_from_slice(now_rfc3339().as_bytes());
+        rec.push(b' ');
+        rec.extend_from_slice(stream.as_bytes());
+        rec.push(b' ');
+        rec.push(tag);
+        rec.push(b' ');
+        rec.extend_from_slice(content);
+        rec.push(b'\n');
+        // Rotating is fine unless a cut line of either stream is open.
+        let may_rotate = !self.open_partial[0] && !self.open_partial[1];
+        self.write_record(&rec, may_rotate);
+        self.open_partial[i] = tag == b'P';
+    }
+
+    /// log.<n-2> → log.<n-1> (the oldest dropped) … log → log.1, then a new log.
     fn rotate(&mut self) {
-        let old = self.path.with_extension("1");
-        let _ = std::fs::rename(&self.path, old);
+        let files = self.opts.files();
+        let nth = |k: u32| self.path.with_extension(k.to_string());
+        let _ = std::fs::remove_file(nth(files - 1));
+        for k in (1..files - 1).rev() {
+            let _ = std::fs::rename(nth(k), nth(k + 1));
+        }
+        let _ = std::fs::rename(&self.path, nth(1));
         self.file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -4,7 +4,7 @@
 //! init and then execs this program to wait for it: only the keeper code is
 //! mapped (no image, registry or TLS code), so 20 idle keepers cost little.
 //! Usage (internal): `rpaas-keeper STATE_DIR INIT_PID CGROUP_ID CGROUP_PATH
-//! LOG_MAX [STDOUT_FD STDERR_FD]`.
+//! LOG_SIZE:LOG_FILES:LOG_DRIVER [STDOUT_FD STDERR_FD]`.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -16,7 +16,10 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let (Ok(init), Ok(log_max)) = (args[2].parse::<i32>(), args[5].parse::<u64>()) else {
+    let (Ok(init), Some(log)) = (
+        args[2].parse::<i32>(),
+        rpaas_runtime::keeper::LogOptions::from_arg(&args[5]),
+    ) else {
         eprintln!("rpaas-keeper: bad arguments {args:?}");
         std::process::exit(2);
     };
@@ -38,7 +41,5 @@ fn main() {
         },
         _ => None,
     };
-    std::process::exit(rpaas_runtime::keeper::run(
-        &dir, init, &cgroup, logs, log_max,
-    ));
+    std::process::exit(rpaas_runtime::keeper::run(&dir, init, &cgroup, logs, log));
 }

@@ -47,6 +47,9 @@ pub struct CreateOptions {
     pub log_to_file: bool,
     /// Rotate the log file past this size (bytes; 0 = default 10 MiB).
     pub log_max_size: u64,
+    /// Log files kept, the live one included (0 = default 5).
+    pub log_max_files: u32,
+    pub log_format: keeper::LogFormat,
 }
 
 /// What a successful create leaves: the state on disk.
@@ -503,14 +506,13 @@ fn keeper_child(
         .unwrap_or_default();
     let _ = security::close_fds_from(3, &keep);
     keeper::idle_until_running();
-    keeper::exec_small(
-        dir,
-        init_pid,
-        ctx.cgroup,
-        readers.as_ref(),
-        ctx.opts.log_max_size,
-    );
-    keeper::run(dir, init_pid, ctx.cgroup, readers, ctx.opts.log_max_size)
+    let log = keeper::LogOptions {
+        max_size: ctx.opts.log_max_size,
+        max_files: ctx.opts.log_max_files,
+        format: ctx.opts.log_format,
+    };
+    keeper::exec_small(dir, init_pid, ctx.cgroup, readers.as_ref(), &log);
+    keeper::run(dir, init_pid, ctx.cgroup, readers, log)
 }
 
 /// `--preserve-fds N` passes fds 3..3+N: each must be open in the caller.

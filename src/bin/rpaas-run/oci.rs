@@ -37,6 +37,12 @@ pub struct CreateArgs {
     /// Keeper mode: rotate the container log past this many bytes.
     #[arg(long, default_value_t = 0)]
     pub log_size_max: u64,
+    /// Keeper mode: log files kept, the live one included (0: 5).
+    #[arg(long, default_value_t = 0)]
+    pub log_max_files: u32,
+    /// Keeper mode: json-file (Docker's lines) or k8s-file (the CRI format).
+    #[arg(long, default_value = "json-file")]
+    pub log_driver: rpaas_runtime::keeper::LogFormat,
     /// Container id.
     pub id: String,
 }
@@ -285,6 +291,8 @@ fn create_options(root: &Path, a: &CreateArgs, detach_logs: bool) -> CreateOptio
         keeper: a.keeper,
         log_to_file: a.keeper && detach_logs,
         log_max_size: a.log_size_max,
+        log_max_files: a.log_max_files,
+        log_format: a.log_driver,
     }
 }
 
