@@ -193,8 +193,7 @@ fn logged_error(log: &Path) -> Option<String> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["level"] == "error")
-        .next_back()
+        .rfind(|v| v["level"] == "error")
         .and_then(|v| v["msg"].as_str().map(str::to_string))
 }
 

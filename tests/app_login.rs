@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -504,4 +505,68 @@ fn hostile_container_cannot_make_a_login_act_on_the_host() {
     }
     assert!(session_processes().is_empty());
     h.remove("ho").unwrap();
+}
+
+#[test]
+fn copy_in_and_out_stay_inside_the_instance() {
+    let _one = serial();
+    let roots = Roots::new();
+    let lan = Lan::new(65);
+    let h = deploy(&roots, &lan, "cp", 1);
+    let host = tempfile::tempdir().unwrap();
+    let src = host.path().join("in.conf");
+    std::fs::write(&src, "copied in\n").unwrap();
+    h.copy_in(
+        "cp-1",
+        &src,
+        Path::new("/etc/extra/in.conf"),
+        0o640,
+        (1000, 1000),
+    )
+    .expect("copy in");
+    let out = h
+        .exec(
+            "cp-1",
+            Some("0"),
+            &["stat", "-c", "%a %u %g", "/etc/extra/in.conf"],
+        )
+        .unwrap();
+    assert_eq!(out.stdout, "640 1000 1000\n", "{out:?}");
+    let back = host.path().join("out.conf");
+    h.copy_out("cp-1", Path::new("/etc/app.conf"), &back)
+        .expect("copy out");
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "secret=42\n");
+    // Symlinks the app made, pointing at host paths, resolve inside its root.
+    let secret = host.path().join("host-secret");
+    std::fs::write(&secret, "host only\n").unwrap();
+    let hostdir = host.path().join("hostdir");
+    std::fs::create_dir(&hostdir).unwrap();
+    let cmd = format!(
+        "ln -s {} /www/leak && ln -s {} /www/dir && ln -s ../../../../../../{} /www/up",
+        secret.display(),
+        hostdir.display(),
+        secret.display()
+    );
+    assert_eq!(
+        h.exec("cp-1", Some("0"), &["sh", "-c", &cmd]).unwrap().code,
+        0
+    );
+    for link in ["/www/leak", "/www/up"] {
+        let got = h.copy_out("cp-1", Path::new(link), &host.path().join("got"));
+        assert!(got.is_err(), "{link}: {got:?}");
+        assert!(
+            std::fs::read_to_string(host.path().join("got")).unwrap_or_default() != "host only\n"
+        );
+    }
+    let _ = h.copy_in("cp-1", &src, Path::new("/www/dir/planted"), 0o644, (0, 0));
+    assert!(
+        std::fs::read_dir(&hostdir).unwrap().next().is_none(),
+        "copy_in wrote on the host through a symlink"
+    );
+    let e = h
+        .copy_out("cp-1", Path::new("/no/such"), &host.path().join("x"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/no/such") || e.contains("no/such"), "{e}");
+    h.remove("cp").unwrap();
 }
