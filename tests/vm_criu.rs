@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A shell loop that counts in memory and writes the count to /tmp/n (in the rootfs).
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done";
+/// Every 10th count is also printed (to the keeper's log).
+const COUNTER: &str =
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; [ $((i % 10)) = 0 ] && echo tick $i; sleep 0.1; done";
 
 fn state(root: &Path, id: &str) -> Value {
     serde_json::from_str(&rpaas_ok(root, &["state", id])).expect("state json")
@@ -167,6 +169,31 @@ fn checkpoint_stops_restore_continues_the_count_and_the_keeper_records_the_exit(
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(n3 > n1, "{n3} <= {n1}");
+
+    // The output goes on reaching the log through the new keeper.
+    let t = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(r.join(&id).join("log")).unwrap_or_default();
+        let last_tick = log
+            .lines()
+            .filter_map(|l| l.split("tick ").nth(1))
+            .filter_map(|n| {
+                n.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0);
+        if last_tick > n1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no tick after {n1} in the log: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The keeper of the restored container records the exit.
     rpaas_ok(r, &["kill", &id, "KILL"]);

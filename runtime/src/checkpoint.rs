@@ -97,6 +97,9 @@ pub struct Meta {
     pub id: String,
     /// The container ran under a keeper.
     pub keeper: bool,
+    /// The keeper drained init's stdout/stderr into `<dir>/log`.
+    #[serde(default)]
+    pub log_to_file: bool,
     /// Dumped with --shell-job (init was not a session leader).
     pub shell_job: bool,
     /// Dumped with --ext-unix-sk (a stdio fd was a socket).
@@ -290,6 +293,7 @@ pub fn checkpoint(opts: &CheckpointOptions) -> Result<()> {
     let mut meta = Meta {
         id: opts.id.clone(),
         keeper: c.state.keeper.is_some(),
+        log_to_file: c.state.keeper.is_some() && c.state.log_to_file,
         ..Meta::default()
     };
     let (verb, log) = if opts.pre_dump {
@@ -511,7 +515,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<State> {
                 path: criu_root.clone(),
             },
         ],
-        log_to_file: false,
+        log_to_file: keeper && meta.log_to_file,
         boot_id: state::boot_id(),
         init_exe: None,
     };
@@ -718,6 +722,20 @@ impl RestoreRun<'_> {
                 std::mem::forget(lock);
                 let _ = nix::unistd::setsid();
                 let _ = nix::sys::prctl::set_child_subreaper(true);
+                // A container that logged to a file: its stdout/stderr become
+                // new pipes the keeper drains (criu gives them to init).
+                let readers = if st.log_to_file {
+                    match log_pipes() {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            let _ = report_w.write_all(format!("err:{}", e.chain()).as_bytes());
+                            // SAFETY: leave without the restore command's destructors.
+                            unsafe { libc::_exit(1) }
+                        }
+                    }
+                } else {
+                    None
+                };
                 let result = ProcessId::of(nix::unistd::getpid().as_raw()).and_then(|me| {
                     st.steps.push(Step::Keeper { pid: me.pid });
                     self.restore_and_commit(st, Some(me))
@@ -744,16 +762,25 @@ impl RestoreRun<'_> {
                         unsafe { libc::dup2(n.as_raw_fd(), fd) };
                     }
                 }
-                let _ = security::close_fds_from(3, &[]);
+                let keep: Vec<i32> = readers
+                    .as_ref()
+                    .map(|(a, b)| vec![a.as_raw_fd(), b.as_raw_fd()])
+                    .unwrap_or_default();
+                let _ = security::close_fds_from(3, &keep);
                 keeper::exec_small(
                     self.dir,
                     init,
                     self.cg,
-                    None,
+                    readers.as_ref(),
                     &keeper::LogOptions::default(),
                 );
-                let code =
-                    keeper::run(self.dir, init, self.cg, None, keeper::LogOptions::default());
+                let code = keeper::run(
+                    self.dir,
+                    init,
+                    self.cg,
+                    readers,
+                    keeper::LogOptions::default(),
+                );
                 // SAFETY: as above.
                 unsafe { libc::_exit(code) }
             }
@@ -779,6 +806,31 @@ impl RestoreRun<'_> {
             }
         }
     }
+}
+
+/// The keeper's stdio for criu (and so for the restored init): stdin
+/// /dev/null, stdout and stderr two new pipes; returns their read ends.
+fn log_pipes() -> Result<(OwnedFd, OwnedFd)> {
+    let null = std::fs::File::open("/dev/null").map_err(|e| Error::io("open", "/dev/null", e))?;
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("pipe for container output", e))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("pipe for container output", e))?;
+    for (from, to) in [
+        (null.as_raw_fd(), 0),
+        (out_w.as_raw_fd(), 1),
+        (err_w.as_raw_fd(), 2),
+    ] {
+        // SAFETY: dup2 between fds of this process (the forked keeper).
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(Error::io(
+                "dup2",
+                "keeper stdio",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok((out_r, err_r))
 }
 
 /// Undo a failed restore: the restored processes, the cgroup, the criu
