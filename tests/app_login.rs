@@ -570,3 +570,32 @@ fn copy_in_and_out_stay_inside_the_instance() {
     assert!(e.contains("/no/such") || e.contains("no/such"), "{e}");
     h.remove("cp").unwrap();
 }
+
+#[test]
+fn terminal_is_restored_when_the_session_is_killed() {
+    let _one = serial();
+    let roots = Roots::new();
+    let lan = Lan::new(66);
+    let h = deploy(&roots, &lan, "tr", 1);
+    let cmd = format!(
+        "{} --root {} login --data-root {} tr-1; echo EXIT=$?; echo MODE=$(stty -a | grep -o -- '-*icanon'); sleep 60",
+        rpaas_run_bin().display(),
+        roots.state.path().display(),
+        roots.data.path().display()
+    );
+    let t = Tmux::start(&cmd);
+    assert_eq!(t.run("UP", "true"), 0, "{}", t.screen());
+    for pid in session_processes() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert_eq!(t.value("EXIT"), "137", "{}", t.screen());
+    assert_eq!(t.value("MODE"), "icanon", "the terminal was left raw");
+    wait_until("no process of the session", || {
+        session_processes().is_empty()
+    });
+    let last = h.logins().unwrap().pop().unwrap();
+    assert_eq!(last.exit_code, Some(137));
+}
