@@ -10,6 +10,8 @@ packages=(
   busybox-static runc crun podman conmon skopeo docker-registry apache2-utils uidmap
   # a real terminal for the login tests (tests/app_login.rs)
   tmux
+  # Prometheus text parser: tests/app_metrics.rs reads the exposition back with it
+  python3-prometheus-client
   # containerd with its runc v2 shim: tests/containerd_shim.rs drives rpaas-run through it
   containerd
   # networking, NUMA, storage tools used by tests and the demo

@@ -79,6 +79,40 @@ pub enum AppVerb {
         #[arg(long)]
         json: bool,
     },
+    /// Resource usage of every instance (or one app's): cAdvisor's metric
+    /// names in the Prometheus text format, or JSON.
+    Metrics {
+        name: Option<String>,
+        #[arg(long, value_enum, default_value = "prometheus")]
+        format: MetricsFormat,
+    },
+    /// Instance events as JSON lines: what happened so far (starts and
+    /// exits on record), then, with --follow, new ones as they come.
+    Events {
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// An instance's logged output.
+    Logs {
+        instance: String,
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Only lines since this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Prefix each line with its time and stream.
+        #[arg(long, short)]
+        timestamps: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MetricsFormat {
+    Prometheus,
+    Json,
 }
 
 /// Which global flags were given on the command line (not defaulted).
@@ -331,6 +365,84 @@ fn run_verb(g: &Global, given: Explicit, args: AppArgs) -> anyhow::Result<i32> {
                 );
             }
         }
+        AppVerb::Metrics { name, format } => {
+            let opts = rpaas::MetricsOptions {
+                app: name,
+                ..Default::default()
+            };
+            let m = host.metrics_with(&opts)?;
+            match format {
+                MetricsFormat::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+                MetricsFormat::Prometheus => print!("{}", rpaas::metrics::prometheus::render(&m)),
+            }
+        }
+        AppVerb::Events { follow } => {
+            use std::io::Write;
+            // Subscribed first: nothing between the record and the stream is lost.
+            let sub = if follow { Some(host.events()?) } else { None };
+            let mut past: Vec<rpaas::Event> = Vec::new();
+            for a in host.apps()? {
+                for i in &a.instances {
+                    if let Some(t) = &i.started {
+                        let mut e = rpaas::Event::now(&i.id, rpaas::EventKind::Started);
+                        e.time = t.clone();
+                        past.push(e);
+                    }
+                    if let Some(x) = &i.exit {
+                        past.push(rpaas::Event::exited(&i.id, x));
+                    }
+                }
+            }
+            past.sort_by(|a, b| a.time.cmp(&b.time));
+            let mut out = std::io::stdout().lock();
+            for e in past {
+                writeln!(out, "{}", serde_json::to_string(&e)?)?;
+            }
+            out.flush()?;
+            if let Some(sub) = sub {
+                for e in sub {
+                    writeln!(out, "{}", serde_json::to_string(&e)?)?;
+                    out.flush()?;
+                }
+            }
+        }
+        AppVerb::Logs {
+            instance,
+            follow,
+            tail,
+            since,
+            timestamps,
+        } => {
+            use std::io::Write;
+            let since = match since {
+                Some(s) => Some(
+                    rpaas::logs::parse_time(&s)
+                        .with_context(|| format!("--since {s:?}: not an RFC 3339 time"))?,
+                ),
+                None => None,
+            };
+            let logs = host.logs(
+                &instance,
+                rpaas::LogOptions {
+                    tail,
+                    follow,
+                    since,
+                },
+            )?;
+            let mut out = std::io::stdout().lock();
+            for e in logs {
+                let e = e?;
+                let end = if e.partial { "" } else { "\n" };
+                if timestamps {
+                    write!(out, "{} {} {}{end}", e.time, e.stream, e.log)?;
+                } else {
+                    write!(out, "{}{end}", e.log)?;
+                }
+                if follow {
+                    out.flush()?;
+                }
+            }
+        }
     }
     Ok(0)
 }
@@ -351,7 +463,12 @@ fn check_names(verb: &AppVerb) -> anyhow::Result<()> {
         AppVerb::Scale { name, .. } | AppVerb::Inspect { name, .. } | AppVerb::Rm { name } => {
             app(name)
         }
-        AppVerb::Restart { instance } | AppVerb::Recreate { instance } => match app_of(instance) {
+        AppVerb::Metrics {
+            name: Some(name), ..
+        } => app(name),
+        AppVerb::Restart { instance }
+        | AppVerb::Recreate { instance }
+        | AppVerb::Logs { instance, .. } => match app_of(instance) {
             Some(a) => app(a),
             None => anyhow::bail!("instance {instance:?}: not <app>-<n>"),
         },
