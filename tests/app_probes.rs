@@ -333,6 +333,41 @@ fn readiness_flips_without_restart() {
         assert_eq!(h.exec("ready-1", None, &["sh", "-c", cmd]).unwrap().code, 0);
         ready(want);
     }
+    // `rpaas-run app inspect` (another process) shows them.
+    let cfg = roots.image_dir.path().join("host.json");
+    std::fs::write(
+        &cfg,
+        serde_json::to_vec(&roots.config(Some(lan.network()))).unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::rpaas_run_bin())
+        .arg("--root")
+        .arg(roots.state.path())
+        .args(["app", "--host-config"])
+        .arg(&cfg)
+        .args(["inspect", "ready"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = text.lines().find(|l| l.starts_with("ID ")).expect("table");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("ready-1 "))
+        .expect("row");
+    let col = |name: &str| {
+        let i = head.find(name).unwrap();
+        row[i..].split_whitespace().next().unwrap().to_string()
+    };
+    assert_eq!(
+        (col("HEALTH"), col("READY")),
+        ("healthy".into(), "yes".into()),
+        "{text}"
+    );
     let hist = entries(&sv, "ready-1");
     let flips: Vec<bool> = hist
         .iter()

@@ -15,41 +15,53 @@ use std::sync::mpsc;
 
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType};
 
-type Reply = mpsc::Sender<Result<OwnedFd, String>>;
+type Batch = Vec<(PathBuf, AddressFamily)>;
+type Reply = mpsc::Sender<Vec<Result<OwnedFd, String>>>;
 
 /// The handle on the socket-making thread.
 pub(crate) struct SocketMaker {
-    tx: mpsc::Sender<(PathBuf, AddressFamily, Reply)>,
+    tx: mpsc::Sender<(Batch, Reply)>,
 }
 
 impl SocketMaker {
     pub(crate) fn start() -> std::io::Result<SocketMaker> {
-        let (tx, rx) = mpsc::channel::<(PathBuf, AddressFamily, Reply)>();
+        let (tx, rx) = mpsc::channel::<(Batch, Reply)>();
         std::thread::Builder::new()
             .name("rpaas-probe-netns".into())
             .spawn(move || {
                 // The netns this thread is in now: (dev, ino) of the file it came from.
                 let mut current: Option<(u64, u64)> = None;
-                while let Ok((path, family, reply)) = rx.recv() {
-                    let _ = reply.send(make(&path, family, &mut current));
+                while let Ok((batch, reply)) = rx.recv() {
+                    // Grouped by netns (one setns per namespace), answered in order.
+                    let mut order: Vec<usize> = (0..batch.len()).collect();
+                    order.sort_by(|a, b| batch[*a].0.cmp(&batch[*b].0));
+                    let mut out: Vec<Option<Result<OwnedFd, String>>> =
+                        (0..batch.len()).map(|_| None).collect();
+                    for i in order {
+                        let (path, family) = &batch[i];
+                        out[i] = Some(make(path, *family, &mut current));
+                    }
+                    let _ = reply.send(out.into_iter().flatten().collect());
                 }
             })?;
         Ok(SocketMaker { tx })
     }
 
-    /// A non-blocking, close-on-exec stream socket in the netns of `netns`
-    /// (a pinned netns file or `/proc/<pid>/ns/net`).
-    pub(crate) fn socket(
-        &self,
-        netns: &std::path::Path,
-        family: AddressFamily,
-    ) -> Result<OwnedFd, String> {
+    /// Non-blocking, close-on-exec stream sockets, each in the netns of its
+    /// file (a pinned netns or `/proc/<pid>/ns/net`): one round trip to the
+    /// helper thread for the whole batch.
+    pub(crate) fn sockets(&self, batch: Batch) -> Vec<Result<OwnedFd, String>> {
+        let n = batch.len();
+        let gone = || {
+            (0..n)
+                .map(|_| Err("the netns socket thread is gone".to_string()))
+                .collect()
+        };
         let (rtx, rrx) = mpsc::channel();
-        self.tx
-            .send((netns.to_path_buf(), family, rtx))
-            .map_err(|_| "the netns socket thread is gone".to_string())?;
-        rrx.recv()
-            .map_err(|_| "the netns socket thread is gone".to_string())?
+        if self.tx.send((batch, rtx)).is_err() {
+            return gone();
+        }
+        rrx.recv().unwrap_or_else(|_| gone())
     }
 }
 

@@ -128,6 +128,7 @@ impl Scheduler {
             next_reap: REAP_BASE,
             on_result,
             stats: stats.clone(),
+            base: Instant::now(),
             seed: std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15,
         };
         let thread = std::thread::Builder::new()
@@ -193,6 +194,9 @@ impl Drop for Scheduler {
 }
 
 const WAKE: u64 = u64::MAX;
+/// Timers are coalesced into slots this long (runs and timeouts are late by
+/// up to this much; Kubernetes' prober is no more exact).
+const SLACK: Duration = Duration::from_millis(100);
 /// Tokens of exec probes being reaped after their probe moved on.
 const REAP_BASE: u64 = 1 << 62;
 
@@ -228,6 +232,17 @@ struct Entry {
     healthy: Option<bool>,
 }
 
+impl Entry {
+    /// Where a network probe connects.
+    fn socket_addr(&self) -> Option<SocketAddr> {
+        match &self.action {
+            Action::Tcp(t) => Some(SocketAddr::new(address(t.host, &self.target), t.port)),
+            Action::Http(h) => Some(SocketAddr::new(address(h.host, &self.target), h.port)),
+            _ => None,
+        }
+    }
+}
+
 struct Loop {
     epoll: Epoll,
     wake: Arc<EventFd>,
@@ -239,6 +254,7 @@ struct Loop {
     next_reap: u64,
     on_result: OnResult,
     stats: Arc<Stats>,
+    base: Instant,
     seed: u64,
 }
 
@@ -247,10 +263,13 @@ impl Loop {
         let mut events = vec![EpollEvent::empty(); 256];
         loop {
             let now = Instant::now();
+            // Wake at the end of the slot of the earliest timer: every timer
+            // of that slot fires in one wake-up, their sockets made in one
+            // round trip.
             let wait = self
                 .timers
                 .peek()
-                .map(|Reverse((at, ..))| at.saturating_duration_since(now))
+                .map(|Reverse((at, ..))| self.slot_end(*at).saturating_duration_since(now))
                 .map(|d| {
                     // Round up: waking a little early would spin.
                     let ms = d.as_micros().div_ceil(1000);
@@ -339,6 +358,14 @@ impl Loop {
         self.timers.push(Reverse((first, id, 0, TimerKind::Run)));
     }
 
+    /// The end of the `SLACK` slot `at` falls in.
+    fn slot_end(&self, at: Instant) -> Instant {
+        let since = at.saturating_duration_since(self.base).as_nanos();
+        let slack = SLACK.as_nanos();
+        let end = since.div_ceil(slack) * slack;
+        self.base + Duration::from_nanos(u64::try_from(end).unwrap_or(u64::MAX))
+    }
+
     /// xorshift: spread only, nothing secret.
     fn random(&mut self) -> f64 {
         let mut x = self.seed;
@@ -351,6 +378,7 @@ impl Loop {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        let mut due = Vec::new();
         while let Some(Reverse((at, id, gen, kind))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -363,7 +391,7 @@ impl Loop {
                 continue;
             }
             match kind {
-                TimerKind::Run if e.run.is_none() => self.start_run(id),
+                TimerKind::Run if e.run.is_none() => due.push(id),
                 TimerKind::Timeout if e.run.is_some() => {
                     let secs = e.probe.timeout_seconds;
                     self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -372,9 +400,37 @@ impl Loop {
                 _ => {}
             }
         }
+        if due.is_empty() {
+            return;
+        }
+        // The sockets of every network probe due, in one round trip.
+        let mut asks = Vec::new();
+        let mut who = Vec::new();
+        for &id in &due {
+            if let Some(e) = self.entries.get(&id) {
+                if let (Some(addr), Some(ns)) = (e.socket_addr(), &e.target.netns) {
+                    let family = if addr.is_ipv4() {
+                        AddressFamily::Inet
+                    } else {
+                        AddressFamily::Inet6
+                    };
+                    asks.push((ns.clone(), family));
+                    who.push(id);
+                }
+            }
+        }
+        let mut made: HashMap<u64, Result<OwnedFd, String>> = if asks.is_empty() {
+            HashMap::new()
+        } else {
+            who.into_iter().zip(self.maker.sockets(asks)).collect()
+        };
+        for id in due {
+            let sock = made.remove(&id);
+            self.start_run(id, sock);
+        }
     }
 
-    fn start_run(&mut self, id: u64) {
+    fn start_run(&mut self, id: u64, sock: Option<Result<OwnedFd, String>>) {
         let Some(e) = self.entries.get_mut(&id) else {
             return;
         };
@@ -385,11 +441,11 @@ impl Loop {
         let begun: Result<Option<Run>, String> = match &e.action {
             Action::Tcp(t) => {
                 let addr = SocketAddr::new(address(t.host, &e.target), t.port);
-                open(&self.maker, &e.target, addr, false)
+                open(sock, addr, false)
             }
             Action::Http(h) => {
                 let addr = SocketAddr::new(address(h.host, &e.target), h.port);
-                open(&self.maker, &e.target, addr, true)
+                open(sock, addr, true)
             }
             Action::File(f) => match e.target.pid {
                 Some(pid) => crate::probe::file::check(pid, &f.path).map(|()| None),
@@ -565,10 +621,10 @@ fn address(host: Option<IpAddr>, t: &Target) -> IpAddr {
     host.or(t.ip).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
-/// A socket for `addr` in the target's netns, its connect begun.
+/// The connect of `addr` begun on `sock` (made in the target's netns), or
+/// on a socket of the scheduler's own netns when the target names none.
 fn open(
-    maker: &SocketMaker,
-    t: &Target,
+    sock: Option<Result<OwnedFd, String>>,
     addr: SocketAddr,
     http: bool,
 ) -> Result<Option<Run>, String> {
@@ -577,8 +633,8 @@ fn open(
     } else {
         AddressFamily::Inet6
     };
-    let fd = match &t.netns {
-        Some(ns) => maker.socket(ns, family)?,
+    let fd = match sock {
+        Some(made) => made?,
         None => nix::sys::socket::socket(
             family,
             nix::sys::socket::SockType::Stream,

@@ -525,13 +525,16 @@ fn print_instances(list: &[InstanceStatus]) {
                 dash(i.cpus.clone()),
                 dash(i.started.clone()),
                 i.restarts.to_string(),
+                dash(i.health.clone()),
+                dash(i.ready.map(|r| if r { "yes" } else { "no" }.to_string())),
                 dash(i.exit.as_ref().map(exit_text)),
             ]
         })
         .collect();
     print_table(
         &[
-            "ID", "STATUS", "PID", "IP", "MAC", "NODE", "CPUS", "STARTED", "RESTARTS", "EXIT",
+            "ID", "STATUS", "PID", "IP", "MAC", "NODE", "CPUS", "STARTED", "RESTARTS", "HEALTH",
+            "READY", "EXIT",
         ],
         &rows,
     );
