@@ -112,10 +112,10 @@ pub fn overlay_usage(upper: &Path, max_age: Duration) -> Result<FsMetrics> {
     walk(upper, &mut m, &mut left)?;
     m.complete = left > 0;
     if let Ok(vfs) = nix::sys::statvfs::statvfs(upper) {
-        let frsize = vfs.fragment_size() as u64;
-        m.capacity_bytes = Some((vfs.blocks() as u64).saturating_mul(frsize));
-        m.inodes_total = Some(vfs.files() as u64);
-        m.inodes_free = Some(vfs.files_free() as u64);
+        // fsblkcnt_t and friends are u64 on Linux: no casts.
+        m.capacity_bytes = Some(vfs.blocks().saturating_mul(vfs.fragment_size()));
+        m.inodes_total = Some(vfs.files());
+        m.inodes_free = Some(vfs.files_free());
     }
     if let Ok(mut c) = cache().lock() {
         // Layers removed since are dropped once they are well past their age.

@@ -8,12 +8,15 @@ use std::fmt::Write;
 
 use super::InstanceMetrics;
 
+/// The samples of one family for one instance: extra labels and value.
+type Samples = Vec<(Vec<(&'static str, String)>, f64)>;
+
 /// One metric family: name, type, help, and how to get its samples.
 struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    samples: fn(&InstanceMetrics, &mut Vec<(Vec<(&'static str, String)>, f64)>),
+    samples: fn(&InstanceMetrics, &mut Samples),
 }
 
 fn secs(ns: u64) -> f64 {
@@ -26,14 +29,12 @@ macro_rules! fam {
             name: $name,
             kind: $kind,
             help: $help,
-            samples: |$m: &InstanceMetrics, $out: &mut Vec<(Vec<(&'static str, String)>, f64)>| {
-                $body
-            },
+            samples: |$m: &InstanceMetrics, $out: &mut Samples| $body,
         }
     };
 }
 
-fn one(out: &mut Vec<(Vec<(&'static str, String)>, f64)>, v: Option<f64>) {
+fn one(out: &mut Samples, v: Option<f64>) {
     if let Some(v) = v {
         out.push((Vec::new(), v));
     }
@@ -311,21 +312,13 @@ fn stall<'a>(
     m.pressure.as_ref().and_then(f)
 }
 
-fn net(
-    m: &InstanceMetrics,
-    out: &mut Vec<(Vec<(&'static str, String)>, f64)>,
-    f: fn(&super::NetInterface) -> u64,
-) {
+fn net(m: &InstanceMetrics, out: &mut Samples, f: fn(&super::NetInterface) -> u64) {
     for i in &m.network {
         out.push((vec![("interface", i.name.clone())], f(i) as f64));
     }
 }
 
-fn fs(
-    m: &InstanceMetrics,
-    out: &mut Vec<(Vec<(&'static str, String)>, f64)>,
-    f: fn(&super::FsMetrics) -> Option<u64>,
-) {
+fn fs(m: &InstanceMetrics, out: &mut Samples, f: fn(&super::FsMetrics) -> Option<u64>) {
     if let Some(x) = &m.fs {
         if let Some(v) = f(x) {
             out.push((vec![("device", x.device.clone())], v as f64));
@@ -333,11 +326,7 @@ fn fs(
     }
 }
 
-fn io(
-    m: &InstanceMetrics,
-    out: &mut Vec<(Vec<(&'static str, String)>, f64)>,
-    f: fn(&super::IoDevice) -> u64,
-) {
+fn io(m: &InstanceMetrics, out: &mut Samples, f: fn(&super::IoDevice) -> u64) {
     for d in &m.io {
         out.push((vec![("device", d.device.clone())], f(d) as f64));
     }
