@@ -813,7 +813,8 @@ impl Docker {
         let mut out = Vec::new();
         for l in self.cmd(&args)?.lines() {
             let pid: i32 = l.trim().parse()?;
-            let (shim, comm) = ppid_comm(pid)?;
+            let (shim, _) = ppid_comm(pid)?;
+            let (_, comm) = ppid_comm(shim)?;
             if !comm.starts_with("containerd-shim") {
                 bail!("the parent of a docker container's init is {comm}, not a containerd-shim");
             }
