@@ -271,3 +271,116 @@ fn leave_running_keeps_the_container_running() {
 
     rpaas_ok(r, &["delete", "--force", &id]);
 }
+
+/// podman 4.3 drives `container checkpoint` / `container restore` with
+/// `--runtime rpaas-run` (through conmon for the restore).
+#[test]
+#[ignore = "needs CRIU (kernel 6.1): runs in the VM suite"]
+fn podman_checkpoints_and_restores_through_rpaas_run() {
+    assert!(is_root(), "needs root");
+    let store = tempfile::Builder::new()
+        .prefix("rpaas-podman-store")
+        .tempdir_in("/var/tmp")
+        .expect("store");
+    let run = tempfile::Builder::new()
+        .prefix("rpaas-podman-run")
+        .tempdir_in("/run")
+        .expect("run dir");
+    let podman = |args: &[&str]| -> String {
+        let mut c = std::process::Command::new("timeout");
+        c.args(["--kill-after=10", "300", "podman"]);
+        c.current_dir(run.path());
+        c.arg("--root").arg(store.path().join("graph"));
+        c.arg("--runroot").arg(run.path().join("runroot"));
+        c.arg("--tmpdir").arg(run.path().join("tmp"));
+        c.arg("--network-config-dir")
+            .arg(store.path().join("networks"));
+        c.arg("--volumepath").arg(store.path().join("volumes"));
+        c.args(["--storage-driver", "vfs", "--events-backend", "file"]);
+        c.args(["--cgroup-manager", "cgroupfs", "--runtime"]);
+        c.arg(rpaas_run_bin());
+        c.args(args);
+        let out = run_to_files(&mut c);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let rootfs = store.path().join("image-rootfs");
+    busybox_rootfs(&rootfs);
+    let tarball = store.path().join("image.tar");
+    let tar = run_to_files(
+        std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("."),
+    );
+    assert!(tar.status.success(), "tar failed");
+    podman(&[
+        "import",
+        tarball.to_str().expect("path"),
+        "localhost/rpaas-criu:test",
+    ]);
+    let name = unique_id("rpaas-criu-podman");
+    podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024",
+        "--ulimit",
+        "nproc=1024",
+        "localhost/rpaas-criu:test",
+        "/bin/sh",
+        "-c",
+        COUNTER,
+    ]);
+    let count = |name: &str| -> u64 {
+        podman(&["exec", name, "cat", "/tmp/n"])
+            .parse()
+            .unwrap_or(0)
+    };
+    let t = Instant::now();
+    // High enough that a restart from 0 could not catch up during the restore.
+    while count(&name) < 50 {
+        assert!(t.elapsed() < Duration::from_secs(120), "counter stuck");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let n1 = count(&name);
+    podman(&["container", "checkpoint", &name]);
+    let status = podman(&["inspect", "--format", "{{.State.Status}}", &name]);
+    assert_ne!(status, "running", "still running after checkpoint");
+    podman(&["container", "restore", &name]);
+    let status = podman(&["inspect", "--format", "{{.State.Status}}", &name]);
+    assert_eq!(status, "running");
+    let n2 = count(&name);
+    assert!(n2 >= n1, "counter restarted: {n2} after {n1}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(count(&name) > n2, "restored counter does not count");
+    podman(&["kill", &name]);
+    let t = Instant::now();
+    loop {
+        let s = podman(&[
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            &name,
+        ]);
+        if s.starts_with("exited") {
+            assert_eq!(s, "exited 137");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "not stopped: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    podman(&["rm", "-f", &name]);
+    podman(&["rmi", "-f", "localhost/rpaas-criu:test"]);
+}
