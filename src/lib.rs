@@ -16,6 +16,7 @@
 //! blocking context (`spawn_blocking`) in an async agent.
 
 pub mod app;
+mod checkpoint;
 pub mod config;
 mod error;
 pub mod events;

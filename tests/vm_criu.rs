@@ -384,3 +384,50 @@ fn podman_checkpoints_and_restores_through_rpaas_run() {
     podman(&["rm", "-f", &name]);
     podman(&["rmi", "-f", "localhost/rpaas-criu:test"]);
 }
+
+/// The library: `Host::checkpoint_container` / `restore_container` on a
+/// container `Host::run` made (keeper mode, output logged).
+#[test]
+#[ignore = "needs CRIU (kernel 6.1): runs in the VM suite"]
+fn host_checkpoints_and_restores_a_container() {
+    assert!(is_root(), "needs root");
+    let root = state_root();
+    let data = tempfile::tempdir().expect("data root");
+    let host = rpaas::Host::open(rpaas::HostConfig {
+        state_root: root.path().to_path_buf(),
+        data_root: data.path().to_path_buf(),
+        runtime: Some(rpaas_run_bin()),
+        ..rpaas::HostConfig::default()
+    })
+    .expect("open host");
+    let bundle = Bundle::new(&default_config(&["/bin/sh", "-c", COUNTER]));
+    let id = unique_id("criu-host");
+    let images = tempfile::tempdir().expect("image dir");
+    let img = images.path().join("img");
+    host.run(&id, bundle.path()).expect("run");
+    wait_count(&bundle.rootfs(), 30);
+    host.checkpoint_container(&id, &img, false)
+        .expect("checkpoint");
+    assert!(host.load(&id).is_err(), "still there after the checkpoint");
+    let n1 = count_in(&bundle.rootfs());
+    let c = host
+        .restore_container(&id, bundle.path(), &img)
+        .expect("restore");
+    assert_eq!(c.status(), rpaas_runtime::Status::Running);
+    let out = host.exec(&id, None, &["cat", "/tmp/n"]).expect("exec");
+    let n2: u64 = out.stdout.trim().parse().expect("count");
+    assert!(n2 >= n1, "counter restarted: {n2} after {n1}");
+    // A failed restore (the id is taken) leaves the running one alone.
+    let again = host.restore_container(&id, bundle.path(), &img);
+    assert!(again.is_err(), "restored twice under one id");
+    assert_eq!(
+        host.load(&id).expect("load").status(),
+        rpaas_runtime::Status::Running
+    );
+    let rec = host
+        .stop(&id, Duration::from_secs(2))
+        .expect("stop")
+        .expect("exit record");
+    assert!(rec.exit_code == 143 || rec.exit_code == 137, "{rec:?}");
+    host.delete(&id).expect("delete");
+}
