@@ -67,10 +67,15 @@ impl CleanPath {
     }
 }
 
-fn in_root_how(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+/// `rel` opened with `flags` inside the root fd `root`
+/// ([`rpaas_fsutil::open_in_root`]), its error as an errno.
+fn open_in_root(
+    root: BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlag,
+) -> std::result::Result<OwnedFd, Errno> {
+    rpaas_fsutil::open_in_root(root, rel, flags.bits())
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 impl Root {
@@ -99,17 +104,13 @@ impl Root {
     /// Open `rel` (None: the root) as a directory, resolved inside the root.
     pub fn open_dir(&self, rel: Option<&CleanPath>) -> Result<OwnedFd> {
         let p: &Path = rel.map(|r| r.as_path()).unwrap_or(Path::new("."));
-        openat2(
-            self.fd.as_fd(),
-            p,
-            in_root_how(OFlag::O_DIRECTORY | OFlag::O_RDONLY),
-        )
-        .map_err(|e| self.err("open directory", p, e))
+        open_in_root(self.fd.as_fd(), p, OFlag::O_DIRECTORY | OFlag::O_RDONLY)
+            .map_err(|e| self.err("open directory", p, e))
     }
 
     /// Open an existing file for reading, resolved inside the root.
     pub fn open_file(&self, rel: &CleanPath) -> Result<std::fs::File> {
-        let fd = openat2(self.fd.as_fd(), rel.as_path(), in_root_how(OFlag::O_RDONLY))
+        let fd = open_in_root(self.fd.as_fd(), rel.as_path(), OFlag::O_RDONLY)
             .map_err(|e| self.err("open", rel.as_path(), e))?;
         Ok(std::fs::File::from(fd))
     }
@@ -120,10 +121,10 @@ impl Root {
         let Some(rel) = rel else {
             return self.open_dir(None);
         };
-        match openat2(
+        match open_in_root(
             self.fd.as_fd(),
             rel.as_path(),
-            in_root_how(OFlag::O_DIRECTORY | OFlag::O_RDONLY),
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
         ) {
             Ok(fd) => Ok(fd),
             Err(Errno::ENOENT) => {

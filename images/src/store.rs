@@ -6,12 +6,12 @@
 //! two concurrent pulls of the same blob wait for each other instead of racing.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use rpaas_fsutil::FileLock;
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
@@ -106,14 +106,7 @@ impl Store {
             return Ok(None);
         }
         let lock_path = self.root.join("ingest").join(format!("{hex}.lock"));
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open lock", &lock_path, e))?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::sys(format!("flock {}", lock_path.display()), e))?;
+        let lock = lock(&lock_path)?;
         if self.has(digest) {
             return Ok(None);
         }
@@ -153,16 +146,8 @@ impl Store {
     }
 
     /// Hold the refs lock for a read-modify-write of the index.
-    fn lock_refs(&self) -> Result<Flock<File>> {
-        let p = self.root.join("refs.lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| Error::io("open lock", &p, e))?;
-        Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::sys(format!("flock {}", p.display()), e))
+    fn lock_refs(&self) -> Result<FileLock> {
+        lock(&self.root.join("refs.lock"))
     }
 
     pub fn refs(&self) -> Result<BTreeMap<String, RefEntry>> {
@@ -233,13 +218,15 @@ impl Store {
             let name = ent.file_name().to_string_lossy().into_owned();
             if let Some(hex) = name.strip_suffix(".partial") {
                 let lock = ingest.join(format!("{hex}.lock"));
-                if let Ok(f) = File::open(&lock) {
-                    if let Ok(held) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                match FileLock::try_lock(&lock, false) {
+                    Ok(Some(held)) => {
                         let _ = std::fs::remove_file(ent.path());
                         drop(held);
                     }
-                } else {
-                    let _ = std::fs::remove_file(ent.path());
+                    Ok(None) => {}
+                    Err(_) => {
+                        let _ = std::fs::remove_file(ent.path());
+                    }
                 }
             }
         }
@@ -254,19 +241,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Replace `path` atomically for readers; fsync only when it must survive a crash.
 pub fn write_replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Error::io("create temp file in", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io("write", tmp.path(), e))?;
-    if durable {
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io("fsync", tmp.path(), e))?;
-    }
-    tmp.persist(path)
-        .map_err(|e| Error::io("rename into place", path, e.error))?;
-    Ok(())
+    rpaas_fsutil::write_atomic(path, bytes, durable).map_err(|e| Error::io("replace", path, e))
+}
+
+/// Wait for the exclusive lock on `path` (created if missing).
+pub(crate) fn lock(path: &Path) -> Result<FileLock> {
+    FileLock::lock(path).map_err(|e| Error::io("lock", path, e))
 }
 
 /// A blob being written; dropped without `commit` it leaves nothing in `blobs/`.
@@ -278,7 +258,7 @@ pub struct BlobWriter {
     size: Option<u64>,
     tmp: PathBuf,
     dest: PathBuf,
-    _lock: Flock<File>,
+    _lock: FileLock,
 }
 
 impl BlobWriter {

@@ -4,11 +4,9 @@
 //! fsync of the directory) so a crash leaves the old or the new books, never half of one.
 //! Writers serialise on an flock of a sibling lock file, so two `rpaas-run numa place` at once
 //! cannot both take the last cpus.
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use rpaas_fsutil::FileLock;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::read_set;
@@ -35,7 +33,7 @@ pub struct StateFile {
 
 /// Held while reading-deciding-writing; dropping it unlocks.
 pub struct StateLock {
-    _lock: Flock<File>,
+    _lock: FileLock,
 }
 
 impl StateFile {
@@ -56,20 +54,7 @@ impl StateFile {
             source,
         })?;
         let path = self.dir.join("placements.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::Write {
-                path: path.clone(),
-                source,
-            })?;
-        let lock =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| Error::Write {
-                path,
-                source: errno.into(),
-            })?;
+        let lock = FileLock::lock(&path).map_err(|source| Error::Write { path, source })?;
         Ok(StateLock { _lock: lock })
     }
 
@@ -108,25 +93,9 @@ impl StateFile {
             path: self.dir.clone(),
             source,
         })?;
-        let tmp = self.dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-        let werr = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Write { path, source }
-        };
-        let result = (|| {
-            let mut f = File::create(&tmp).map_err(werr(&tmp))?;
-            f.write_all(&body).map_err(werr(&tmp))?;
-            f.sync_all().map_err(werr(&tmp))?;
-            std::fs::rename(&tmp, self.path()).map_err(werr(&self.path()))?;
-            // The rename is durable only once the directory entry is.
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(werr(&self.dir))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        let path = self.path();
+        rpaas_fsutil::write_atomic(&path, &body, true)
+            .map_err(|source| Error::Write { path, source })
     }
 
     /// Loads the books into a placer for `topo`.

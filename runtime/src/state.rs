@@ -1,14 +1,14 @@
 //! The on-disk state of one container: `<root>/<id>/state.json`, the exit
 //! record `<root>/<id>/exit`, the start fifo and the per-container lock.
 //!
-//! Both JSON files are written to a temp file, fsynced and renamed, so a reader
-//! (or a newer build of rpaas after an upgrade) never sees half a file. The state
+//! Both JSON files are written to a temp file and renamed (no fsync: see
+//! [`write_atomic`]), so a reader (or a newer build of rpaas after an
+//! upgrade) never sees half a file. The state
 //! carries a format version; older versions are read and upgraded in memory.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -408,63 +408,35 @@ fn upgrade(state: &mut State) {
 
 /// An exclusive flock on a file, released on drop.
 #[derive(Debug)]
-pub struct Lock {
-    _file: File,
-}
+pub struct Lock(rpaas_fsutil::FileLock);
 
 impl Lock {
     pub fn raw_fd(&self) -> i32 {
-        self._file.as_raw_fd()
+        self.0.raw_fd()
     }
 
     /// Take the lock only if nobody holds it (None when held, or when the
     /// lock file does not exist: it is never created here, so that this
     /// cannot add a file to a state dir someone is removing).
     pub fn try_take(path: &Path) -> Result<Option<Lock>> {
-        let file = match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open lock", path, e)),
-        };
-        // SAFETY: flock on an fd we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        Ok((rc == 0).then_some(Lock { _file: file }))
+        match rpaas_fsutil::FileLock::try_lock(path, false) {
+            Ok(l) => Ok(l.map(Lock)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("lock", path, e)),
+        }
     }
 
     /// Like [`Lock::try_take`], creating the lock file if it is missing.
     pub fn try_take_creating(path: &Path) -> Result<Option<Lock>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| Error::io("open lock", path, e))?;
-        // SAFETY: flock on an fd we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        Ok((rc == 0).then_some(Lock { _file: file }))
+        rpaas_fsutil::FileLock::try_lock(path, true)
+            .map(|l| l.map(Lock))
+            .map_err(|e| Error::io("lock", path, e))
     }
 
     pub fn take(path: &Path) -> Result<Lock> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| Error::io("open lock", path, e))?;
-        // SAFETY: flock on an fd we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(Error::io("flock", path, std::io::Error::last_os_error()));
-        }
-        Ok(Lock { _file: file })
+        rpaas_fsutil::FileLock::lock(path)
+            .map(Lock)
+            .map_err(|e| Error::io("lock", path, e))
     }
 }
 
@@ -476,19 +448,7 @@ impl Lock {
 /// boot id differs, its processes and cgroups are gone) and `gc` removes it,
 /// readable or not. An fsync per step cost 150–450 ms per `run` on an ext4 /run.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all(bytes)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
-    Ok(())
+    rpaas_fsutil::write_atomic(path, bytes, false).map_err(|e| Error::io("replace", path, e))
 }
 
 /// This boot's id; states written under another boot id are stale.

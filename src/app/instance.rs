@@ -380,8 +380,8 @@ impl Inner {
             path: bundle.join("config.json"),
             reason: format!("encode: {e}"),
         })?;
-        rpaas_images::store::write_replace(&bundle.join("config.json"), &bytes, false)?;
-        Ok(())
+        let path = bundle.join("config.json");
+        rpaas_fsutil::write_atomic(&path, &bytes, false).map_err(|e| Error::io("replace", &path, e))
     }
 
     /// Create and start the container in keeper mode (one `rpaas-run run`).

@@ -16,8 +16,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use rpaas_fsutil::FileLock;
 use rpaas_netsetup::IpCidr;
-use rpaas_runtime::state::Lock;
 use serde::{Deserialize, Serialize};
 
 use crate::app::spec::AppSpec;
@@ -141,12 +141,12 @@ pub struct Records {
 
 /// Held while one app is changed; a killed holder's lock goes with it (flock).
 pub struct AppLock {
-    _lock: Lock,
+    _lock: FileLock,
 }
 
 /// Held while the address pool or NUMA placements are decided.
 pub struct HostLock {
-    _lock: Lock,
+    _lock: FileLock,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -168,8 +168,12 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         path: path.to_path_buf(),
         reason: format!("encode: {e}"),
     })?;
-    rpaas_images::store::write_replace(path, &bytes, true)?;
-    Ok(())
+    rpaas_fsutil::write_atomic(path, &bytes, true).map_err(|e| Error::io("replace", path, e))
+}
+
+/// Wait for the exclusive lock on `path` (created if missing).
+fn lock(path: &Path) -> Result<FileLock> {
+    FileLock::lock(path).map_err(|e| Error::io("lock", path, e))
 }
 
 impl Records {
@@ -194,24 +198,39 @@ impl Records {
 
     pub fn lock_host(&self) -> Result<HostLock> {
         Ok(HostLock {
-            _lock: Lock::take(&self.host_lock)?,
+            _lock: lock(&self.host_lock)?,
         })
     }
 
-    /// Lock `app` (creating its directory).
+    /// Lock `app`, creating its directory (deploy, recover, gc).
     pub fn lock_app(&self, app: &str) -> Result<AppLock> {
+        self.lock_app_dir(app, true)
+    }
+
+    /// Lock an app that exists (its directory is there): the calls that
+    /// change an app leave nothing behind for a name that is not one.
+    pub fn lock_existing_app(&self, app: &str) -> Result<AppLock> {
+        self.lock_app_dir(app, false)
+    }
+
+    fn lock_app_dir(&self, app: &str, create: bool) -> Result<AppLock> {
         use std::os::unix::fs::MetadataExt;
+        // The name becomes a path: never `..`, `/` or anything but a plain name.
+        crate::app::spec::validate_app_name(app)?;
         let path = self.app_dir(app).join("lock");
         loop {
             let dir = self.app_dir(app).join("instances");
+            if !create && !dir.is_dir() {
+                return Err(Error::NotFound {
+                    what: format!("app {app}"),
+                });
+            }
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-            let lock = Lock::take(&path)?;
+            let lock = lock(&path)?;
             // `remove` deletes the app's directory, lock file included, while
             // holding it: a waiter that then gets the old, unlinked file must
             // not go on beside one that locks the new file.
-            // SAFETY: the fd is the lock's own and stays open while borrowed here.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(lock.raw_fd()) };
-            let held = nix::sys::stat::fstat(fd).ok();
+            let held = nix::sys::stat::fstat(std::os::fd::AsFd::as_fd(&lock)).ok();
             let named = std::fs::metadata(&path).ok();
             if let (Some(h), Some(n)) = (held, named) {
                 if h.st_ino == n.ino() && h.st_dev == n.dev() {

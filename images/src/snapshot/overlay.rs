@@ -4,10 +4,9 @@
 //! rewritten atomically under a flock.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use rpaas_fsutil::FileLock;
 
 use super::{Info, Kind, Mount, Snapshotter, Usage};
 use crate::store::write_atomic;
@@ -48,16 +47,8 @@ impl Overlay {
         })
     }
 
-    fn lock(&self) -> Result<Flock<File>> {
-        let p = self.root.join("metadata.lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| Error::io("open lock", &p, e))?;
-        Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::sys(format!("flock {}", p.display()), e))
+    fn lock(&self) -> Result<FileLock> {
+        crate::store::lock(&self.root.join("metadata.lock"))
     }
 
     fn load(&self) -> Result<Db> {

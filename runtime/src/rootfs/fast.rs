@@ -1,4 +1,5 @@
 //! One-syscall resolution inside the rootfs: openat2(2) with RESOLVE_IN_ROOT
+//! ([`rpaas_fsutil::open_in_root`])
 //! (symlinks, absolute or `..`, cannot leave the root) and
 //! RESOLVE_NO_MAGICLINKS (no /proc/self/fd tricks).
 //!
@@ -19,44 +20,8 @@ use std::path::{Component, Path};
 
 use pathrs::{Handle, Root};
 
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
-
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 fn open_in_root(root: &Root, path: &Path, extra: libc::c_int) -> std::io::Result<Handle> {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let c = cstring(rel.as_os_str().as_bytes())?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC | extra) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and an open_how we own.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_fd().as_raw_fd(),
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: openat2 returned a new fd that we now own.
-    Ok(Handle::from_fd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    rpaas_fsutil::open_in_root(root.as_fd(), path, libc::O_PATH | extra).map(Handle::from_fd)
 }
 
 /// `path` inside the root, following symlinks within it.

@@ -9,11 +9,10 @@
 //! in `Creating` or `Deleting` (see `recover` in the parent module).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use rpaas_fsutil::FileLock;
 
 use crate::snapshot::Kind;
 use crate::{Error, Result};
@@ -105,7 +104,7 @@ pub struct Store {
 }
 
 /// Held while an operation runs; dropping it releases the flock.
-pub struct Locked(#[allow(dead_code)] Flock<File>);
+pub struct Locked(#[allow(dead_code)] FileLock);
 
 impl Store {
     pub fn new(dir: &Path) -> Self {
@@ -121,15 +120,7 @@ impl Store {
 
     /// Block until this process holds the journal's exclusive lock.
     pub fn lock(&self) -> Result<Locked> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock_path)
-            .map_err(|e| Error::io("open lock", &self.lock_path, e))?;
-        Flock::lock(f, FlockArg::LockExclusive)
-            .map(Locked)
-            .map_err(|(_, errno)| Error::sys(format!("flock {}", self.lock_path.display()), errno))
+        crate::store::lock(&self.lock_path).map(Locked)
     }
 
     /// Read the journal; `None` when it was never written.
@@ -155,19 +146,11 @@ impl Store {
     /// Durably replace the journal: temp file, fsync, rename, fsync the dir,
     /// so a crash leaves either the old or the new journal, never a torn one.
     pub fn save(&self, j: &Journal) -> Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(j).map_err(|e| Error::Devmapper {
             what: format!("journal {}", self.path.display()),
             reason: format!("serialize: {e}"),
         })?;
-        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| Error::io("rename into", &self.path, e))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let d = File::open(dir).map_err(|e| Error::io("open dir", dir, e))?;
-        d.sync_all().map_err(|e| Error::io("fsync dir", dir, e))
+        crate::store::write_atomic(&self.path, &bytes)
     }
 }
 
@@ -213,7 +196,13 @@ mod tests {
         }
         assert_eq!(store.load().unwrap().unwrap(), j);
         assert_eq!(j.children("layer"), vec!["c1"]);
-        assert!(!dir.path().join("devmapper.json.tmp").exists());
+        // No temp file is left behind: only the journal and its lock.
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["devmapper.json", "devmapper.lock"]);
     }
 
     #[test]
