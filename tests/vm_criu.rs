@@ -214,7 +214,7 @@ fn checkpoint_stops_restore_continues_the_count_and_the_keeper_records_the_exit(
 
 #[test]
 #[ignore = "needs CRIU (kernel 6.1): runs in the VM suite"]
-fn leave_running_keeps_the_container_running() {
+fn leave_running_and_pre_dump_keep_it_running_and_a_dump_on_the_pre_dump_restores() {
     assert!(is_root(), "needs root");
     let root = state_root();
     let r = root.path();
@@ -269,6 +269,41 @@ fn leave_running_keeps_the_container_running() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("--manage-cgroups-mode bogus"), "{err}");
 
+    // Incremental: a pre-dump, then the final dump on top of it
+    // (--parent-path relative to --image-path), then a restore.
+    let pre = images.path().join("pre");
+    let fin = images.path().join("final");
+    rpaas_ok(
+        r,
+        &[
+            "checkpoint",
+            "--pre-dump",
+            "--image-path",
+            pre.to_str().expect("p"),
+            &id,
+        ],
+    );
+    assert_eq!(state(r, &id)["status"], "running", "a pre-dump stopped it");
+    let fin_s = fin.to_str().expect("final path");
+    rpaas_ok(
+        r,
+        &[
+            "checkpoint",
+            "--parent-path",
+            "../pre",
+            "--image-path",
+            fin_s,
+            &id,
+        ],
+    );
+    assert!(
+        fin.join("parent").exists(),
+        "no parent link in the final images"
+    );
+    let n1 = count_in(&bundle.rootfs());
+    rpaas_ok(r, &["restore", "-d", "--image-path", fin_s, "-b", b, &id]);
+    let n2 = count_by_exec(r, &id);
+    assert!(n2 >= n1, "counter restarted: {n2} after {n1}");
     rpaas_ok(r, &["delete", "--force", &id]);
 }
 

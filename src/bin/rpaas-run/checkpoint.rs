@@ -14,7 +14,7 @@ pub struct CheckpointArgs {
     /// Directory for CRIU's log and work files (default: the image dir).
     #[arg(long)]
     pub work_path: Option<PathBuf>,
-    /// A pre-dump's image dir (relative to --image-path).
+    /// A pre-dump's image dir, relative to --image-path (as CRIU takes it).
     #[arg(long)]
     pub parent_path: Option<PathBuf>,
     /// Leave the container running after the checkpoint.
@@ -96,13 +96,6 @@ pub fn checkpoint(root: &Path, a: CheckpointArgs) -> anyhow::Result<i32> {
     if a.page_server.is_some() {
         anyhow::bail!("--page-server: not supported (write the images to --image-path)");
     }
-    let parent_path = a.parent_path.map(|p| {
-        if p.is_absolute() {
-            p
-        } else {
-            a.image_path.join(p)
-        }
-    });
     rpaas_runtime::checkpoint::checkpoint(&CheckpointOptions {
         root: root.to_path_buf(),
         id: a.id,
@@ -113,7 +106,7 @@ pub fn checkpoint(root: &Path, a: CheckpointArgs) -> anyhow::Result<i32> {
         file_locks: a.file_locks,
         manage_cgroups_mode: a.manage_cgroups_mode,
         pre_dump: a.pre_dump,
-        parent_path,
+        parent_path: a.parent_path,
     })?;
     Ok(0)
 }
