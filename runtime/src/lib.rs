@@ -8,9 +8,12 @@
 //! nothing of rpaas stays running in OCI mode. In keeper mode a tiny forked
 //! keeper stays as init's parent and records the exit status.
 //!
-//! The library API ([`Container`]) never forks: a multi-threaded caller
-//! creates containers by spawning the `rpaas-run` binary (see
-//! `rpaas::Host`), and loads, waits for, kills and deletes them in-process.
+//! [`create`] and [`exec`] fork (init, the keeper, exec's child) and are
+//! sound only in a single-threaded process: they refuse to run in one with
+//! more than one thread. `login` and `checkpoint::restore` fork too. Only
+//! `rpaas-run` calls these; a multi-threaded caller (`rpaas::Host`) spawns
+//! the `rpaas-run` binary for them, and loads, waits for, kills and deletes
+//! containers ([`Container`]) in-process, none of which forks.
 
 pub mod cgroups;
 pub mod checkpoint;

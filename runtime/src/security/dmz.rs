@@ -20,12 +20,9 @@
 //!   the kernel refuses it to a less privileged process (commoncap's
 //!   ptrace-access check), as for runc's and crun's own processes.
 //!
-//! This replaces re-executing the whole runtime from a protected copy of
-//! itself at every create/run/exec (a read-only detached mount, or a memfd
-//! copy of an 8 MB binary): that was a second exec plus glibc start-up in
-//! the start path, most of rpaas-run's start latency over crun's
-//! (docs/DECISIONS.md). The dmz costs a memfd of 8 KB and an exec that maps
-//! a few pages. PR_SET_MM_EXE_FILE would avoid even that but needs
+//! Why not re-execute the runtime from a protected copy of itself (runc's
+//! way): docs/DECISIONS.md. The dmz costs a memfd of 8 KB and an exec that
+//! maps a few pages. PR_SET_MM_EXE_FILE would avoid even that but needs
 //! CAP_SYS_RESOURCE, which this host's bounding set lacks.
 
 use std::ffi::CString;
