@@ -73,8 +73,8 @@ pub struct Stats {
 enum Cmd {
     Add {
         id: u64,
-        target: Target,
-        probe: Probe,
+        target: Box<Target>,
+        probe: Box<Probe>,
         start: Instant,
         jitter: bool,
     },
@@ -151,8 +151,8 @@ impl Scheduler {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.send(Cmd::Add {
             id,
-            target,
-            probe,
+            target: Box::new(target),
+            probe: Box::new(probe),
             start,
             jitter,
         });
@@ -316,7 +316,7 @@ impl Loop {
                     probe,
                     start,
                     jitter,
-                }) => self.add(id, target, probe, start, jitter),
+                }) => self.add(id, *target, *probe, start, jitter),
                 Ok(Cmd::Remove(id)) => {
                     if let Some(mut e) = self.entries.remove(&id) {
                         self.abandon(id, &mut e);
