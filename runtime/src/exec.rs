@@ -26,6 +26,7 @@ pub struct ExecOptions {
 /// Run the process; returns its exit code (0 when detached).
 pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
     crate::create::check_preserved_fds(opts.preserve_fds)?;
+    crate::create::check_single_threaded("exec")?;
     let status = container.status();
     if status != Status::Running {
         return Err(Error::State {

@@ -53,10 +53,14 @@ pub struct CreateOptions {
 }
 
 /// What a successful create leaves: the state on disk.
+///
+/// Forks: refused (an error naming the thread count) unless this process
+/// has a single thread.
 pub fn create(opts: &CreateOptions) -> Result<State> {
     // First, before this process opens any fd of its own: the fds to pass
     // must be the caller's, or init would inherit the runtime's (the lock).
     check_preserved_fds(opts.preserve_fds)?;
+    check_single_threaded("create")?;
     state::validate_id(&opts.id)?;
     let bundle = std::fs::canonicalize(&opts.bundle)
         .map_err(|e| Error::io("open bundle", &opts.bundle, e))?;
@@ -513,6 +517,27 @@ fn keeper_child(
     };
     keeper::exec_small(dir, init_pid, ctx.cgroup, readers.as_ref(), &log);
     keeper::run(dir, init_pid, ctx.cgroup, readers, log)
+}
+
+/// `create` and `exec` fork (init, the keeper, exec's child) and run code
+/// in the child that is sound only when the parent had one thread (no lock
+/// held by another thread, no allocator state mid-change): refuse them in a
+/// multi-threaded process, which should spawn the `rpaas-run` binary instead.
+pub(crate) fn check_single_threaded(op: &str) -> Result<()> {
+    let path = "/proc/self/status";
+    let status = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    if threads > 1 {
+        return Err(Error::Other(format!(
+            "{op}: refused in a process with {threads} threads: it forks, which is sound only \
+             in a single-threaded process (spawn the rpaas-run binary instead)"
+        )));
+    }
+    Ok(())
 }
 
 /// `--preserve-fds N` passes fds 3..3+N: each must be open in the caller.
