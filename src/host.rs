@@ -219,7 +219,8 @@ impl Inner {
         outcome: bool,
     ) -> Result<ExecOutcome> {
         let log = tempfile::Builder::new()
-            .prefix("#log.")
+            // The pid names the writer: gc removes what a killed one left.
+            .prefix(&format!("{LOG_PREFIX}{}.", std::process::id()))
             .tempfile_in(&self.config.state_root)
             .map_err(|e| Error::io("create log file in", &self.config.state_root, e))?;
         let out = Command::new(&self.runtime)
@@ -282,6 +283,32 @@ impl Inner {
             stderr,
         })
     }
+}
+
+/// The helper's JSON error logs in the state root: `#log.<pid>.<random>`.
+pub(crate) const LOG_PREFIX: &str = "#log.";
+
+/// Remove the helper logs of processes that are gone (killed agents).
+pub(crate) fn remove_dead_logs(state_root: &Path) -> Vec<String> {
+    let mut gone = Vec::new();
+    for e in std::fs::read_dir(state_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(LOG_PREFIX)
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+            if !alive && std::fs::remove_file(e.path()).is_ok() {
+                gone.push(name);
+            }
+        }
+    }
+    gone
 }
 
 /// Whether `dir` is the root of a mount.

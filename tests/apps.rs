@@ -199,6 +199,23 @@ fn bad_input_is_refused_and_leaves_nothing() {
         assert_eq!(Leftovers::of(&roots), before, "after {field}: {e}");
         assert!(lan.instance_links().is_empty(), "after {field}");
     }
+    // Names that are not apps: refused, and nothing made for them (a name
+    // becomes a path under the data root).
+    for name in ["..", "a/b", ""] {
+        let e = h.remove(name).unwrap_err().to_string();
+        assert!(e.contains("name"), "{name:?}: {e}");
+    }
+    assert!(h
+        .scale("nope", 2)
+        .unwrap_err()
+        .to_string()
+        .contains("not found"));
+    assert!(h
+        .restart("nope-1")
+        .unwrap_err()
+        .to_string()
+        .contains("not found"));
+    assert_eq!(Leftovers::of(&roots), before);
     // An address already used by another app, and a pool that runs dry.
     let one = spec(serde_json::json!({"name": "one", "image": IMAGE,
         "network": {"addresses": [format!("{}.10/24", lan.prefix3)]}}));

@@ -347,7 +347,7 @@ impl Inner {
             what: format!("instance {instance}"),
         };
         let (app, n) = parse_instance(instance).ok_or_else(not_found)?;
-        let lock = self.records.lock_app(app)?;
+        let lock = self.records.lock_existing_app(app)?;
         let rec = self.app_record(app)?;
         let inst = self.records.instance(app, n)?.ok_or_else(not_found)?;
         Ok((lock, rec, inst))
@@ -404,7 +404,7 @@ impl Host {
     /// the highest-numbered ones are stopped gracefully and removed.
     pub fn scale(&self, name: &str, n: u32) -> Result<AppStatus> {
         let i = &self.inner;
-        let lock = i.records.lock_app(name)?;
+        let lock = i.records.lock_existing_app(name)?;
         let mut rec = i.app_record(name)?;
         i.scale_locked(&lock, &mut rec, n)?;
         drop(lock);
@@ -442,7 +442,7 @@ impl Host {
     /// Change the app's limits live on every instance (and for instances to come).
     pub fn update(&self, name: &str, resources: &Resources) -> Result<AppStatus> {
         let i = &self.inner;
-        let lock = i.records.lock_app(name)?;
+        let lock = i.records.lock_existing_app(name)?;
         let mut app = i.app_record(name)?;
         let mut spec = app.spec.clone();
         spec.resources = resources.clone();
@@ -477,7 +477,7 @@ impl Host {
     /// its records.
     pub fn remove(&self, name: &str) -> Result<()> {
         let i = &self.inner;
-        let lock = i.records.lock_app(name)?;
+        let lock = i.records.lock_existing_app(name)?;
         let recs = i.records.instances(name)?;
         let stop = match i.records.app(name)? {
             Some(mut app) => {

@@ -41,6 +41,8 @@ pub struct GcReport {
     pub netns: Vec<String>,
     pub bundles: Vec<String>,
     pub placements: Vec<String>,
+    /// Helper logs left by killed agents.
+    pub logs: Vec<String>,
     pub runtime: rpaas_runtime::gc::Report,
     pub errors: Vec<String>,
 }
@@ -243,6 +245,9 @@ impl Host {
                 i.records.drop_app(lock, &app)?;
             }
         }
+        report
+            .logs
+            .extend(crate::host::remove_dead_logs(&i.config.state_root));
         // Layers a remove killed half-way left without metadata.
         match i.images.snapshotter.cleanup() {
             Ok(gone) => report.snapshots.extend(gone),
