@@ -10,8 +10,9 @@
 //!
 //! Every step of an instance is written here *before* it is done, so a process
 //! killed at any point leaves a record naming everything that may exist, and
-//! `recover` can finish or undo it. Records are written durably (fsync): they
-//! must survive a power loss, unlike the runtime's state on tmpfs.
+//! `recover` can finish or undo it. App records, and instance records once
+//! the instance is up, are written durably (fsync): a reboot brings instances
+//! back from them, unlike the runtime's state on tmpfs.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -163,12 +164,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         })
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Record {
         path: path.to_path_buf(),
         reason: format!("encode: {e}"),
     })?;
-    rpaas_fsutil::write_atomic(path, &bytes, true).map_err(|e| Error::io("replace", path, e))
+    rpaas_fsutil::write_atomic(path, &bytes, durable).map_err(|e| Error::io("replace", path, e))
 }
 
 /// Wait for the exclusive lock on `path` (created if missing).
@@ -258,7 +259,7 @@ impl Records {
     }
 
     pub fn save_app(&self, _lock: &AppLock, rec: &AppRecord) -> Result<()> {
-        write_json(&self.app_dir(&rec.spec.name).join("app.json"), rec)
+        write_json(&self.app_dir(&rec.spec.name).join("app.json"), rec, true)
     }
 
     /// Every instance record of `app`, by number.
@@ -287,7 +288,16 @@ impl Records {
     }
 
     pub fn save_instance(&self, rec: &InstanceRecord) -> Result<()> {
-        write_json(&self.instance_path(&rec.app, rec.n), rec)
+        // A killed agent loses no written page, so the step log needs no
+        // fsync; a power loss does, but it also takes every container, netns
+        // and mount a half-made instance had (a layer left unclaimed is gc's).
+        // What a reboot must find is an instance that is up: that write is
+        // durable.
+        write_json(
+            &self.instance_path(&rec.app, rec.n),
+            rec,
+            rec.phase == Phase::Up,
+        )
     }
 
     pub fn drop_instance(&self, app: &str, n: u32) -> Result<()> {
