@@ -466,3 +466,65 @@ fn host_checkpoints_and_restores_a_container() {
     assert!(rec.exit_code == 143 || rec.exit_code == 137, "{rec:?}");
     host.delete(&id).expect("delete");
 }
+
+/// A joined network namespace (`linux.namespaces[].path`, what podman and the
+/// agent give) is external to CRIU: the restored container is back in it.
+#[test]
+#[ignore = "needs CRIU (kernel 6.1): runs in the VM suite"]
+fn a_joined_netns_is_joined_again_after_restore() {
+    assert!(is_root(), "needs root");
+    let netns = unique_id("rpaas-criu-ns");
+    let ip = |args: &[&str]| {
+        let out = run_to_files(std::process::Command::new("ip").args(args));
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&["netns", "add", &netns]);
+    struct DelNs(String);
+    impl Drop for DelNs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    let _del = DelNs(netns.clone());
+    let ns_path = format!("/run/netns/{netns}");
+    let ns_ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&ns_path).expect("netns file").ino()
+    };
+    let mut config = default_config(&["/bin/sh", "-c", COUNTER]);
+    for ns in config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+    {
+        if ns["type"] == "network" {
+            ns["path"] = ns_path.clone().into();
+        }
+    }
+    let root = state_root();
+    let r = root.path();
+    let bundle = Bundle::new(&config);
+    let b = bundle.path().to_str().expect("bundle path");
+    let id = unique_id("criu-ns");
+    let images = tempfile::tempdir().expect("image dir");
+    let img = images.path().join("img");
+    let img_s = img.to_str().expect("image path");
+    rpaas_ok(r, &["run", "--detach", "--keeper", "--bundle", b, &id]);
+    wait_count(&bundle.rootfs(), 5);
+    rpaas_ok(r, &["checkpoint", "--image-path", img_s, &id]);
+    rpaas_ok(r, &["restore", "-d", "--image-path", img_s, "-b", b, &id]);
+    let pid = state(r, &id)["pid"].as_i64().expect("pid");
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .expect("ns")
+            .ino()
+    };
+    assert_eq!(ino, ns_ino, "restored outside the joined netns");
+    rpaas_ok(r, &["delete", "--force", &id]);
+}
