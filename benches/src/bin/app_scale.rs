@@ -634,12 +634,17 @@ fn rpaas_agent_restart(r: &Rpaas, n: usize) -> anyhow::Result<(usize, String)> {
     let v: serde_json::Value =
         serde_json::from_str(out.trim()).with_context(|| format!("recover said {out:?}"))?;
     let running = r.running()?;
-    let t0 = Instant::now();
-    Probes::start(Some(&r.lan.path()), &Rpaas::addrs(n), t0).finish(Duration::from_secs(10))?;
+    fresh_neighbours(Some(&r.lan.name), BRIDGE_RPAAS)?;
+    let answering = match Probes::start(Some(&r.lan.path()), &Rpaas::addrs(n), Instant::now())
+        .finish(Duration::from_secs(10))
+    {
+        Ok(v) => format!("all {} answer HTTP", v.len()),
+        Err(e) => e.to_string(),
+    };
     Ok((
         running,
         format!(
-            "recover: {} restarted, {} scaled, errors {}",
+            "recover: {} restarted, {} scaled, errors {}; {answering}",
             v["restarted"], v["scaled"], v["errors"]
         ),
     ))
