@@ -16,26 +16,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::apps::{get_eventually, httpd_layout, Lan, IMAGE};
+use common::apps::{get_eventually, httpd_layout, sh, Lan, IMAGE};
 use common::rpaas_run_bin;
 use rpaas::config::SnapshotterConfig;
 use rpaas::{AppSpec, Host, HostConfig};
 
 const DISK_MOUNT: &str = "/mnt/rpaas-reboot";
 const POOL: &str = "rpaasrb";
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn host(lan: &Lan, kind: &str) -> Host {
     let persist = Path::new(DISK_MOUNT);

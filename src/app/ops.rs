@@ -186,7 +186,8 @@ impl Inner {
         ns: &[u32],
     ) -> Result<Vec<InstanceRecord>> {
         let recs = self.new_records(spec, ns)?;
-        let results = self.in_parallel(&recs, |mut rec| {
+        let results = run_parallel(&recs, self.config.parallel, |rec| {
+            let mut rec = rec.clone();
             self.bring_up(spec, img, &mut rec).map(|()| rec)
         });
         let mut up = Vec::new();
@@ -200,43 +201,12 @@ impl Inner {
             }
         }
         if let Some(e) = first_err {
-            self.in_parallel(&up, |mut rec| self.tear_down(&mut rec, Some(&spec.stop)));
+            run_parallel(&up, self.config.parallel, |rec| {
+                self.tear_down(&mut rec.clone(), Some(&spec.stop))
+            });
             return Err(e);
         }
         Ok(up)
-    }
-
-    /// Run `f` over `items`, at most `config.parallel` at once, results in order.
-    pub(crate) fn in_parallel<T: Clone + Send + Sync, R: Send>(
-        &self,
-        items: &[T],
-        f: impl Fn(T) -> R + Sync,
-    ) -> Vec<R> {
-        let width = self.config.parallel.max(1);
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(width) {
-            if chunk.len() == 1 {
-                out.push(f(chunk[0].clone()));
-                continue;
-            }
-            std::thread::scope(|s| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|it| {
-                        let f = &f;
-                        let it = it.clone();
-                        s.spawn(move || f(it))
-                    })
-                    .collect();
-                for h in handles {
-                    match h.join() {
-                        Ok(r) => out.push(r),
-                        Err(p) => std::panic::resume_unwind(p),
-                    }
-                }
-            });
-        }
-        out
     }
 
     /// Remove the given instances: stop gracefully (all at once), then tear down.
@@ -251,32 +221,12 @@ impl Inner {
                 }
             }
         }
-        let all: Vec<Result<()>> =
-            self.in_parallel_wide(&recs, |mut rec| self.tear_down(&mut rec, Some(stop)));
-        all.into_iter().collect()
-    }
-
-    /// Like `in_parallel`, without a width limit (waiting on grace periods
-    /// costs no CPU).
-    fn in_parallel_wide<T: Clone + Send + Sync, R: Send>(
-        &self,
-        items: &[T],
-        f: impl Fn(T) -> R + Sync,
-    ) -> Vec<R> {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = items
-                .iter()
-                .map(|it| {
-                    let f = &f;
-                    let it = it.clone();
-                    s.spawn(move || f(it))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+        // Waiting out grace periods costs no CPU: all of them at once.
+        run_parallel(&recs, recs.len(), |rec| {
+            self.tear_down(&mut rec.clone(), Some(stop))
         })
+        .into_iter()
+        .collect()
     }
 
     pub(crate) fn scale_locked(&self, lock: &AppLock, app: &mut AppRecord, n: u32) -> Result<()> {
@@ -356,6 +306,35 @@ impl Inner {
     fn image_config(&self, spec: &AppSpec) -> Result<ImageConfigFile> {
         Ok(self.images.config(&spec.image)?)
     }
+}
+
+/// Run `f` over `items` on at most `width` threads, each taking the next item
+/// when it is done with one; the results in the items' order.
+fn run_parallel<T: Sync, R: Send>(items: &[T], width: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    if items.len() <= 1 || width <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..width.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    // A panicking worker re-panics at the end of the scope, so every slot is filled.
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().ok().flatten())
+        .collect()
 }
 
 fn looks_like_registry_ref(image: &str) -> bool {

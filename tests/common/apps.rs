@@ -11,7 +11,8 @@ use rpaas::{Host, HostConfig};
 
 use super::{busybox_rootfs, rpaas_run_bin, unique_id};
 
-fn sh(args: &[&str]) -> String {
+/// Run a command that must succeed; its stdout.
+pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
