@@ -6,9 +6,9 @@
 //! netlink, and loading those libraries at every `create`/`run`/`exec` cost
 //! more than the rest of the start-up (docs/DECISIONS.md, "two binaries").
 
+mod checkpoint;
 #[path = "../shared/cli.rs"]
 mod cli;
-mod checkpoint;
 mod login;
 mod numa;
 mod oci;
