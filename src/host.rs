@@ -218,11 +218,7 @@ impl Inner {
         args: &[&std::ffi::OsStr],
         outcome: bool,
     ) -> Result<ExecOutcome> {
-        let log = tempfile::Builder::new()
-            // The pid names the writer: gc removes what a killed one left.
-            .prefix(&format!("{LOG_PREFIX}{}.", std::process::id()))
-            .tempfile_in(&self.config.state_root)
-            .map_err(|e| Error::io("create log file in", &self.config.state_root, e))?;
+        let log = helper_log(&self.config.state_root)?;
         let out = Command::new(&self.runtime)
             .arg("--root")
             .arg(&self.config.state_root)
@@ -241,20 +237,7 @@ impl Inner {
         let code = out.status.code().unwrap_or(-1);
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if code != 0 {
-            let logged = std::fs::read_to_string(log.path()).unwrap_or_default();
-            // The runtime's last error record: its kind, container and field
-            // come back as a typed `rpaas_runtime::Error`.
-            let runtime_error = logged
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .rfind(|v| v["level"] == "error")
-                .map(|v| {
-                    let msg = v["msg"].as_str().unwrap_or_default().to_string();
-                    match serde_json::from_value::<rpaas_runtime::Report>(v) {
-                        Ok(r) => rpaas_runtime::Error::from_report(r),
-                        Err(_) => rpaas_runtime::Error::Other(msg),
-                    }
-                });
+            let runtime_error = logged_error(log.path());
             match runtime_error {
                 Some(source) => {
                     return Err(Error::Helper {
@@ -287,6 +270,32 @@ impl Inner {
 
 /// The helper's JSON error logs in the state root: `#log.<pid>.<random>`.
 pub(crate) const LOG_PREFIX: &str = "#log.";
+
+/// A new JSON error log for one spawn of the runtime binary, named after
+/// this process (gc removes what a killed one left).
+pub(crate) fn helper_log(state_root: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!("{LOG_PREFIX}{}.", std::process::id()))
+        .tempfile_in(state_root)
+        .map_err(|e| Error::io("create log file in", state_root, e))
+}
+
+/// The runtime's last error record in `log`, as a typed error: its kind,
+/// container and field come back (`rpaas_runtime::Error::from_report`).
+pub(crate) fn logged_error(log: &Path) -> Option<rpaas_runtime::Error> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| v["level"] == "error")
+        .map(|v| {
+            let msg = v["msg"].as_str().unwrap_or_default().to_string();
+            match serde_json::from_value::<rpaas_runtime::Report>(v) {
+                Ok(r) => rpaas_runtime::Error::from_report(r),
+                Err(_) => rpaas_runtime::Error::Other(msg),
+            }
+        })
+}
 
 /// Remove the helper logs of processes that are gone (killed agents).
 pub(crate) fn remove_dead_logs(state_root: &Path) -> Vec<String> {

@@ -144,11 +144,11 @@ impl LoginSession {
         }
         let code = status.code().unwrap_or(-1);
         if code != 0 {
-            if let Some(msg) = logged_error(self.log.path()) {
+            if let Some(e) = crate::host::logged_error(self.log.path()) {
                 return Err(Error::Helper {
                     id: self.instance.clone(),
                     verb: "login".into(),
-                    source: Box::new(rpaas_runtime::Error::Other(msg)),
+                    source: Box::new(e),
                 });
             }
         }
@@ -188,15 +188,6 @@ fn append_line(path: &Path, v: &serde_json::Value) -> std::io::Result<()> {
 }
 
 /// The runtime's last error line in its JSON log.
-fn logged_error(log: &Path) -> Option<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .rfind(|v| v["level"] == "error")
-        .and_then(|v| v["msg"].as_str().map(str::to_string))
-}
-
 /// One audit record as `rpaas-run app logins` shows it: the last line of
 /// each session.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -251,17 +242,17 @@ impl Host {
     ) -> Result<LoginSession> {
         rpaas_runtime::state::validate_id(instance)?;
         let state_root = &self.config().state_root;
-        let log = tempfile::Builder::new()
-            .prefix("#log.")
-            .tempfile_in(state_root)
-            .map_err(|e| Error::io("create log file in", state_root, e))?;
+        let log = crate::host::helper_log(state_root)?;
         let audit = self.login_audit_path();
         let session = format!(
             "{}-{}",
             rpaas_runtime::state::now_rfc3339(),
             log.path()
                 .file_name()
-                .map(|n| n.to_string_lossy().trim_start_matches("#log.").to_string())
+                .map(|n| {
+                    let n = n.to_string_lossy();
+                    n.trim_start_matches(crate::host::LOG_PREFIX).to_string()
+                })
                 .unwrap_or_default()
         );
         let who = if opts.who.is_empty() {
@@ -435,12 +426,15 @@ fn accept_master(l: &UnixListener, s: &mut LoginSession) -> Result<OwnedFd> {
         }
         if let Ok(Some(_)) = s.child.try_wait() {
             s.waited = true;
-            let msg = logged_error(s.log.path())
-                .unwrap_or_else(|| "rpaas-run login exited before the session started".into());
+            let e = crate::host::logged_error(s.log.path()).unwrap_or_else(|| {
+                rpaas_runtime::Error::Other(
+                    "rpaas-run login exited before the session started".into(),
+                )
+            });
             return Err(Error::Helper {
                 id: s.instance.clone(),
                 verb: "login".into(),
-                source: Box::new(rpaas_runtime::Error::Other(msg)),
+                source: Box::new(e),
             });
         }
         if Instant::now() > deadline {
