@@ -494,19 +494,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<State> {
     let criu_root = dir.path.join("criu-root");
     let keeper = opts.keeper || meta.keeper;
     let mut st = State {
-        version: state::STATE_VERSION,
-        oci_version: state::OCI_VERSION.into(),
-        id: opts.id.clone(),
-        phase: Phase::Creating,
-        init: None,
-        keeper: None,
-        bundle: bundle.clone(),
-        rootfs: rootfs.clone(),
-        created: state::now_rfc3339(),
-        owner: String::new(),
-        annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup_path: Some(cg.path().to_string()),
-        namespaces: Vec::new(),
         steps: vec![
             Step::Cgroup {
                 path: cg.path().to_string(),
@@ -516,8 +504,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<State> {
             },
         ],
         log_to_file: keeper && meta.log_to_file,
-        boot_id: state::boot_id(),
-        init_exe: None,
+        ..State::creating(
+            &opts.id,
+            bundle.clone(),
+            rootfs.clone(),
+            spec.annotations().clone().unwrap_or_default(),
+        )
     };
     state::write_atomic(&dir.config_copy(), &config_bytes)?;
     dir.write_state(&st)?;

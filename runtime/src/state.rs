@@ -143,6 +143,37 @@ pub struct State {
     pub init_exe: Option<FileId>,
 }
 
+impl State {
+    /// The first state of a container being created (or restored): phase
+    /// creating, no process yet, this boot; the caller fills in the rest.
+    pub fn creating(
+        id: &str,
+        bundle: PathBuf,
+        rootfs: PathBuf,
+        annotations: HashMap<String, String>,
+    ) -> State {
+        State {
+            version: STATE_VERSION,
+            oci_version: OCI_VERSION.into(),
+            id: id.to_string(),
+            phase: Phase::Creating,
+            init: None,
+            keeper: None,
+            bundle,
+            rootfs,
+            created: now_rfc3339(),
+            owner: String::new(),
+            annotations,
+            cgroup_path: None,
+            namespaces: Vec::new(),
+            steps: Vec::new(),
+            log_to_file: false,
+            boot_id: boot_id(),
+            init_exe: None,
+        }
+    }
+}
+
 /// A file's identity (device and inode), e.g. of a process's executable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {

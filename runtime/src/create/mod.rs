@@ -100,23 +100,13 @@ pub fn create(opts: &CreateOptions) -> Result<State> {
     let (dir, lock) = Dir::claim(&opts.root, &opts.id)?;
     above_preserved(lock.raw_fd(), opts.preserve_fds, "the container lock")?;
     let mut st = State {
-        version: state::STATE_VERSION,
-        oci_version: state::OCI_VERSION.into(),
-        id: opts.id.clone(),
-        phase: Phase::Creating,
-        init: None,
-        keeper: None,
-        bundle: bundle.clone(),
-        rootfs: rootfs.clone(),
-        created: state::now_rfc3339(),
-        owner: String::new(),
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroup_path: None,
-        namespaces: Vec::new(),
-        steps: Vec::new(),
         log_to_file: opts.keeper && opts.log_to_file,
-        boot_id: state::boot_id(),
-        init_exe: None,
+        ..State::creating(
+            &opts.id,
+            bundle.clone(),
+            rootfs.clone(),
+            spec.annotations().clone().unwrap_or_default(),
+        )
     };
     let mut undo = Undo {
         dir: &dir,
